@@ -1,0 +1,56 @@
+//! In-process decisions: one request through `decision::decide` against a loaded snapshot
+//! (policy selection, principal lookup, rule evaluation), without HTTP or the log.
+//!
+//! Run with: cargo bench --bench decide
+
+#![allow(missing_docs, reason = "criterion's macros generate undocumented items")]
+
+use std::hint::black_box;
+use std::path::PathBuf;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use verdict::decision::{self, DecisionRequest};
+use verdict::reload::{Snapshot, Sources};
+
+fn example(name: &str) -> Option<Snapshot> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples").join(name);
+    let sources = Sources { policy_dir: root.join("policies"), identity_file: Some(root.join("identity.json")) };
+    Snapshot::build(&sources, &verdict::cel::Env::new()).ok()
+}
+
+fn request(json: &str) -> Option<DecisionRequest> {
+    DecisionRequest::from_json(serde_json::from_str(json).ok()?).ok()
+}
+
+fn bench(c: &mut Criterion) {
+    let now = chrono::Utc::now();
+    if let (Some(snap), Some(req)) = (
+        example("provisioning"),
+        request(include_str!("../examples/provisioning/requests/cel-allow.json")),
+    ) {
+        c.bench_function("decide/provisioning tiny VM (rule 3 of 5)", |b| {
+            b.iter(|| black_box(decision::decide(&snap, black_box(&req), now)))
+        });
+    }
+    if let (Some(snap), Some(req)) = (
+        example("access-requests"),
+        request(include_str!("../examples/access-requests/requests/morty-github-admin.json")),
+    ) {
+        c.bench_function("decide/access request, all 10 rules and identity lookups", |b| {
+            b.iter(|| black_box(decision::decide(&snap, black_box(&req), now)))
+        });
+    }
+    if let Some(snap) = example("authzen-todo") {
+        let json = r#"{"subject":{"type":"user","id":"CiRmZDE2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs"},
+            "action":{"name":"can_update_todo"},
+            "resource":{"type":"todo","id":"t1","properties":{"ownerID":"morty@the-citadel.com"}}}"#;
+        if let Some(req) = request(json) {
+            c.bench_function("decide/authzen todo update own", |b| {
+                b.iter(|| black_box(decision::decide(&snap, black_box(&req), now)))
+            });
+        }
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

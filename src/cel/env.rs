@@ -1,0 +1,152 @@
+//! The functions conditions can call, bound to one snapshot's identity index.
+//!
+//! CEL registers functions on a root context, not on a program, and a function must own what
+//! it reads. So each snapshot builds one [`Functions`] whose closures hold an `Arc` of that
+//! snapshot's identity index; every request evaluates in a child scope of it. A request can
+//! therefore never see identity data from another revision than its rules.
+//!
+//! | function | returns |
+//! | --- | --- |
+//! | `identity.user(id)`, `identity.userByEmail(e)`, `identity.userByUsername(u)` | user map or `null` |
+//! | `identity.groupsOf(uid)` | group names, transitive |
+//! | `identity.inGroup(uid, name)` | bool |
+//! | `identity.hasApp(uid, app)`, `identity.hasEntitlement(uid, app, ent)` | bool |
+//! | `identity.grantsOf(uid)` | list of grant maps |
+//! | `identity.entitlementsOf(app)` | list of entitlement maps |
+//! | `identity.managers(uid)`, `identity.directReports(uid)` | list of user maps |
+//! | `identity.accountsOf(uid)`, `identity.accountsIn(uid, app)` | list of account maps |
+//! | `identity.usernameTaken(name)`, `identity.emailTaken(email)` | bool |
+
+use std::sync::Arc;
+
+use ::cel::Value;
+
+use super::{Env, json};
+use crate::identity::{Index, User};
+
+/// A registered function body: the index and the string arguments in, a CEL value out.
+type Body = Box<dyn Fn(&Index, &[Arc<String>]) -> Value + Send + Sync>;
+
+/// The root CEL context of one snapshot: the standard library plus `identity.*`.
+pub struct Functions {
+    root: ::cel::Context<'static, 'static>,
+}
+
+impl std::fmt::Debug for Functions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Functions").finish_non_exhaustive()
+    }
+}
+
+// === impl Functions ===
+
+impl Functions {
+    /// Registers the identity functions over `index`.
+    pub fn new(env: &Env, index: Arc<Index>) -> Functions {
+        let mut root = ::cel::Context::with_env(env.inner().clone());
+        let mut add = |name: &str, f: Body| {
+            let ix = index.clone();
+            let r = match name {
+                // CEL dispatches on arity; register the one arity each function has.
+                _ if arity(name) == 1 => root.add_function(name, move |a: Arc<String>| f(&ix, &[a])),
+                _ if arity(name) == 2 => {
+                    root.add_function(name, move |a: Arc<String>, b: Arc<String>| f(&ix, &[a, b]))
+                }
+                _ => root.add_function(name, move |a: Arc<String>, b: Arc<String>, c: Arc<String>| {
+                    f(&ix, &[a, b, c])
+                }),
+            };
+            if let Err(e) = r {
+                tracing::error!(function = name, error = ?e, "cannot register CEL function");
+            }
+        };
+        add("identity.user", Box::new(|ix, a| user_or_null(ix, ix.user(arg(a, 0)))));
+        add("identity.userByEmail", Box::new(|ix, a| user_or_null(ix, ix.user_by_email(arg(a, 0)))));
+        add("identity.userByUsername", Box::new(|ix, a| user_or_null(ix, ix.user_by_username(arg(a, 0)))));
+        add(
+            "identity.groupsOf",
+            Box::new(|ix, a| list(ix.groups_of(arg(a, 0)).into_iter().map(|g| Value::from(g.name.as_str())))),
+        );
+        add("identity.inGroup", Box::new(|ix, a| Value::Bool(ix.in_group(arg(a, 0), arg(a, 1)))));
+        add("identity.hasApp", Box::new(|ix, a| Value::Bool(ix.has_app(arg(a, 0), arg(a, 1)))));
+        add(
+            "identity.hasEntitlement",
+            Box::new(|ix, a| Value::Bool(ix.has_entitlement(arg(a, 0), arg(a, 1), arg(a, 2)))),
+        );
+        add("identity.grantsOf", Box::new(|ix, a| list(ix.grants_of(arg(a, 0)).into_iter().map(to_value))));
+        add(
+            "identity.entitlementsOf",
+            Box::new(|ix, a| list(ix.entitlements_of(arg(a, 0)).into_iter().map(to_value))),
+        );
+        add(
+            "identity.managers",
+            Box::new(|ix, a| list(ix.managers(arg(a, 0)).into_iter().map(|u| user_value(ix, u)))),
+        );
+        add(
+            "identity.directReports",
+            Box::new(|ix, a| list(ix.direct_reports(arg(a, 0)).into_iter().map(|u| user_value(ix, u)))),
+        );
+        add(
+            "identity.accountsOf",
+            Box::new(|ix, a| list(ix.accounts_of(arg(a, 0), None).into_iter().map(to_value))),
+        );
+        add(
+            "identity.accountsIn",
+            Box::new(|ix, a| list(ix.accounts_of(arg(a, 0), Some(arg(a, 1))).into_iter().map(to_value))),
+        );
+        add("identity.usernameTaken", Box::new(|ix, a| Value::Bool(ix.username_taken(arg(a, 0)))));
+        add("identity.emailTaken", Box::new(|ix, a| Value::Bool(ix.email_taken(arg(a, 0)))));
+        Functions { root }
+    }
+
+    /// A child scope for one evaluation.
+    pub(crate) fn scope<'r, 'a>(&'r self) -> ::cel::Context<'r, 'a> {
+        let root: &'r ::cel::Context<'r, 'a> = &self.root;
+        root.new_inner_scope()
+    }
+}
+
+fn arity(name: &str) -> usize {
+    match name {
+        "identity.inGroup" | "identity.hasApp" | "identity.accountsIn" => 2,
+        "identity.hasEntitlement" => 3,
+        _ => 1,
+    }
+}
+
+fn arg(args: &[Arc<String>], i: usize) -> &str {
+    args.get(i).map_or("", |s| s.as_str())
+}
+
+fn list(items: impl Iterator<Item = Value>) -> Value {
+    Value::List(Arc::new(items.collect()))
+}
+
+fn to_value<T: serde::Serialize>(v: T) -> Value {
+    serde_json::to_value(v).map_or(Value::Null, |j| json::to_owned_value(&j))
+}
+
+fn user_or_null(index: &Index, user: Option<&User>) -> Value {
+    user.map_or(Value::Null, |u| user_value(index, u))
+}
+
+fn user_value(index: &Index, user: &User) -> Value {
+    json::to_owned_value(&principal_json(index, user))
+}
+
+/// The identity record of a user as rules see it: the snapshot's fields, plus `groups` (names,
+/// transitive) and `found: true`.
+pub fn principal_json(index: &Index, user: &User) -> serde_json::Value {
+    let mut v = serde_json::to_value(user).unwrap_or(serde_json::Value::Null);
+    if let serde_json::Value::Object(map) = &mut v {
+        let groups = index.groups_of(&user.id).into_iter().map(|g| serde_json::Value::from(g.name.as_str()));
+        map.insert("groups".to_owned(), serde_json::Value::Array(groups.collect()));
+        map.insert("found".to_owned(), serde_json::Value::Bool(true));
+    }
+    v
+}
+
+/// The `principal` of a subject that is not in the identity data.
+pub fn unknown_principal(subject_id: &str) -> serde_json::Value {
+    serde_json::json!({ "id": subject_id, "found": false, "groups": [] })
+}

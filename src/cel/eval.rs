@@ -1,0 +1,117 @@
+//! Per-request bindings and evaluation.
+//!
+//! [`Bindings`] is a `VariableResolver`: CEL asks it for a variable by name when a rule reads
+//! it, and it answers with a borrowed view of the request JSON (no copy of the request). The
+//! `principal` (the subject's identity record) and `now` are built at most once per request,
+//! on first use, and then lent out.
+
+use std::sync::OnceLock;
+
+use ::cel::common::value::{CowVal, Val};
+use ::cel::context::VariableResolver;
+use ::cel::{ExecutionError, Value};
+
+use super::{Condition, Functions, json};
+
+/// The variables of one request.
+pub struct Bindings<'a> {
+    subject: &'a serde_json::Value,
+    action: &'a serde_json::Value,
+    resource: &'a serde_json::Value,
+    context: &'a serde_json::Value,
+    principal: &'a serde_json::Value,
+    now: chrono::DateTime<chrono::Utc>,
+    principal_val: OnceLock<Box<dyn Val + 'a>>,
+    now_val: OnceLock<Option<Box<dyn Val + 'a>>>,
+}
+
+/// A condition that could not be evaluated. Kept unformatted until it is logged.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// The condition produced something other than a boolean.
+    #[error("condition evaluated to {0}, not a bool")]
+    NotBool(&'static str),
+    /// CEL failed, e.g. a missing key without `has()`.
+    #[error("{0}")]
+    Execution(ExecutionError),
+}
+
+static EMPTY_OBJECT: OnceLock<serde_json::Value> = OnceLock::new();
+
+fn empty_object() -> &'static serde_json::Value {
+    EMPTY_OBJECT.get_or_init(|| serde_json::Value::Object(serde_json::Map::new()))
+}
+
+// === impl Bindings ===
+
+impl<'a> Bindings<'a> {
+    /// Binds a validated AuthZEN request (`subject`, `action`, `resource`, optional `context`) and
+    /// the subject's identity record (`principal`, an object).
+    pub fn new(
+        request: &'a serde_json::Value,
+        principal: &'a serde_json::Value,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Self {
+        let get = |k: &str| request.get(k).unwrap_or(empty_object());
+        Bindings {
+            subject: get("subject"),
+            action: get("action"),
+            resource: get("resource"),
+            context: get("context"),
+            principal,
+            now,
+            principal_val: OnceLock::new(),
+            now_val: OnceLock::new(),
+        }
+    }
+}
+
+impl VariableResolver for Bindings<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        let value: &'b serde_json::Value = match variable {
+            "subject" => self.subject,
+            "action" => self.action,
+            "resource" => self.resource,
+            "context" => self.context,
+            "principal" => {
+                let v = self.principal_val.get_or_init(|| json::borrow(self.principal));
+                return Some(CowVal::Borrowed(&**v));
+            }
+            "now" => {
+                let v = self
+                    .now_val
+                    .get_or_init(|| Box::<dyn Val>::try_from(Value::Timestamp(self.now.fixed_offset())).ok());
+                return v.as_deref().map(CowVal::Borrowed);
+            }
+            _ => return None,
+        };
+        Some(CowVal::Owned(json::borrow(value)))
+    }
+}
+
+// === impl Condition ===
+
+impl Condition {
+    /// Evaluates the condition for one request.
+    pub fn evaluate(&self, functions: &Functions, bindings: &Bindings<'_>) -> Result<bool, EvalError> {
+        let mut scope = functions.scope();
+        scope.set_variable_resolver(bindings);
+        match self.program().execute(&scope) {
+            Ok(Value::Bool(b)) => Ok(b),
+            Ok(other) => Err(EvalError::NotBool(kind(&other))),
+            Err(e) => Err(EvalError::Execution(e)),
+        }
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::List(_) => "a list",
+        Value::Map(_) => "a map",
+        Value::Int(_) | Value::UInt(_) => "an int",
+        Value::Float(_) => "a double",
+        Value::String(_) => "a string",
+        Value::Null => "null",
+        _ => "a non-boolean value",
+    }
+}

@@ -1,0 +1,447 @@
+//! Validated configuration: every limit with a documented default, paths resolved against the
+//! config file's directory, and `VERDICT_*` environment overrides.
+//!
+//! Loading is two-phase (raw TOML → [`Config`]). Neither phase compiles policies, binds ports or
+//! spawns tasks; `verdict check` and `verdict serve` share it.
+
+mod error;
+mod raw;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::{Error, Problem};
+pub use raw::RawConfig;
+
+use crate::decision_log::Durability;
+
+/// Default decision listener address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8180";
+/// Default admin listener address.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8181";
+/// Default largest request body: 1 MiB, far above any AuthZEN request.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1 << 20;
+/// Default time to receive the request head: slow-loris clients are cut off after it.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time to receive the whole body.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default deepest JSON nesting accepted (AuthZEN requests need about 6).
+pub const DEFAULT_MAX_JSON_DEPTH: usize = 64;
+/// Default most connections served at once; further clients wait in the accept backlog.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default time in-flight requests get to finish after SIGTERM.
+pub const DEFAULT_SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(10);
+/// Default most items in one `/access/v1/evaluations` request.
+pub const DEFAULT_MAX_BATCH_ITEMS: usize = 1000;
+/// Default decision log file.
+pub const DEFAULT_DECISION_LOG: &str = "decisions.log";
+/// Default policy directory.
+pub const DEFAULT_POLICY_DIR: &str = "policies";
+/// Default identity snapshot.
+pub const DEFAULT_IDENTITY_FILE: &str = "identity/fixture.json";
+/// Default quiet time after a file event before reloading.
+pub const DEFAULT_RELOAD_DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// The validated configuration of one Verdict process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The decision listener.
+    pub server: Server,
+    /// The admin listener.
+    pub admin: Admin,
+    /// Policy directory.
+    pub policy_dir: PathBuf,
+    /// Identity snapshot file, if any.
+    pub identity_file: Option<PathBuf>,
+    /// Decision log settings.
+    pub decision_log: crate::decision_log::Config,
+    /// Reload settings.
+    pub reload: Reload,
+}
+
+/// Decision listener settings.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Bind address.
+    pub listen: SocketAddr,
+    /// Largest request body.
+    pub max_body_bytes: u64,
+    /// Time to receive the request head.
+    pub header_read_timeout: Duration,
+    /// Time to receive the body.
+    pub body_read_timeout: Duration,
+    /// Deepest JSON nesting.
+    pub max_json_depth: usize,
+    /// Most connections at once.
+    pub max_connections: usize,
+    /// Drain time at shutdown.
+    pub shutdown_grace_period: Duration,
+    /// Most items in one batch.
+    pub max_batch_items: usize,
+    /// TLS, when configured.
+    pub tls: Option<Tls>,
+}
+
+/// TLS files.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// PEM CA bundle for client certificates; `Some` turns on mTLS.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Admin listener settings.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// Bind address; `None` disables the listener.
+    pub listen: Option<SocketAddr>,
+    /// Bearer token, required for a non-loopback address.
+    pub token: Option<String>,
+}
+
+/// Reload settings.
+#[derive(Debug, Clone)]
+pub struct Reload {
+    /// Watch files for changes.
+    pub watch: bool,
+    /// Quiet time after the last event.
+    pub debounce: Duration,
+}
+
+/// A source of `VERDICT_*` variables, so tests can pass a map instead of the process environment.
+pub trait Strings {
+    /// The value of `name`, if set.
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy)]
+pub struct Env;
+
+// === impl Env ===
+
+impl Strings for Env {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Strings for std::collections::HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        std::collections::HashMap::get(self, name).cloned()
+    }
+}
+
+/// Environment overrides: variable name → dotted TOML key.
+const ENV_KEYS: &[(&str, &str)] = &[
+    ("VERDICT_LISTEN", "server.listen"),
+    ("VERDICT_MAX_BODY_BYTES", "server.max_body_bytes"),
+    ("VERDICT_HEADER_READ_TIMEOUT_MS", "server.header_read_timeout_ms"),
+    ("VERDICT_BODY_READ_TIMEOUT_MS", "server.body_read_timeout_ms"),
+    ("VERDICT_MAX_JSON_DEPTH", "server.max_json_depth"),
+    ("VERDICT_MAX_CONNECTIONS", "server.max_connections"),
+    ("VERDICT_SHUTDOWN_GRACE_PERIOD_MS", "server.shutdown_grace_period_ms"),
+    ("VERDICT_MAX_BATCH_ITEMS", "server.max_batch_items"),
+    ("VERDICT_ADMIN_LISTEN", "admin.listen"),
+    ("VERDICT_ADMIN_TOKEN", "admin.token"),
+    ("VERDICT_POLICY_DIR", "policies.dir"),
+    ("VERDICT_IDENTITY_FILE", "identity.file"),
+    ("VERDICT_DECISION_LOG", "decision_log.path"),
+    ("VERDICT_DECISION_LOG_DURABILITY", "decision_log.durability"),
+    ("VERDICT_DECISION_LOG_MAX_BYTES", "decision_log.max_bytes"),
+    ("VERDICT_DECISION_LOG_MAX_FILES", "decision_log.max_files"),
+    ("VERDICT_RELOAD_WATCH", "reload.watch"),
+    ("VERDICT_RELOAD_DEBOUNCE_MS", "reload.debounce_ms"),
+];
+
+// === impl Config ===
+
+impl Config {
+    /// Reads `path` (or the defaults when `None`), applies environment overrides, and validates.
+    ///
+    /// Relative paths in the file are resolved against the file's directory; without a file,
+    /// against the current directory.
+    pub fn load(path: Option<&Path>, env: &dyn Strings) -> Result<Config, Error> {
+        Config::load_with(path, env, &[])
+    }
+
+    /// Like [`Config::load`], with command-line overrides (dotted key, value) applied last.
+    pub fn load_with(path: Option<&Path>, env: &dyn Strings, overrides: &[(&str, String)]) -> Result<Config, Error> {
+        let (text, base, source_name) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| Error::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                let base = p.parent().map(Path::to_path_buf).unwrap_or_default();
+                (text, base, p.display().to_string())
+            }
+            None => (String::new(), PathBuf::new(), "defaults".to_owned()),
+        };
+        let parse_path = path.map(Path::to_path_buf).unwrap_or_default();
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| Error::Parse {
+            path: parse_path.clone(),
+            message: e.to_string(),
+        })?;
+        for (var, key) in ENV_KEYS {
+            if let Some(value) = env.get(var) {
+                set_key(&mut table, key, value);
+            }
+        }
+        for (key, value) in overrides {
+            set_key(&mut table, key, value.clone());
+        }
+        let raw: RawConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::Parse { path: parse_path, message: e.to_string() })?;
+        Config::from_raw(raw, &base, &source_name)
+    }
+
+    /// Checks every value of `raw` and fills in defaults; reports all problems together.
+    pub fn from_raw(raw: RawConfig, base: &Path, source_name: &str) -> Result<Config, Error> {
+        let mut problems = Vec::new();
+        let mut bad = |key: &str, message: String| {
+            problems.push(Problem::Invalid { key: key.to_owned(), message });
+        };
+        let resolve = |p: &str| -> PathBuf {
+            let p = Path::new(p);
+            if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+        };
+
+        let s = raw.server;
+        let listen = parse_addr(s.listen.as_deref().unwrap_or(DEFAULT_LISTEN))
+            .unwrap_or_else(|m| {
+                bad("server.listen", m);
+                fallback_addr()
+            });
+        let positive = |v: Option<u64>, default: u64, key: &str, bad: &mut dyn FnMut(&str, String)| {
+            match v {
+                Some(0) => {
+                    bad(key, "must be greater than 0".to_owned());
+                    default
+                }
+                Some(v) => v,
+                None => default,
+            }
+        };
+        let max_body_bytes = positive(s.max_body_bytes, DEFAULT_MAX_BODY_BYTES, "server.max_body_bytes", &mut bad);
+        let header_read_timeout = Duration::from_millis(positive(
+            s.header_read_timeout_ms,
+            millis(DEFAULT_HEADER_READ_TIMEOUT),
+            "server.header_read_timeout_ms",
+            &mut bad,
+        ));
+        let body_read_timeout = Duration::from_millis(positive(
+            s.body_read_timeout_ms,
+            millis(DEFAULT_BODY_READ_TIMEOUT),
+            "server.body_read_timeout_ms",
+            &mut bad,
+        ));
+        let max_json_depth =
+            positive(s.max_json_depth, DEFAULT_MAX_JSON_DEPTH as u64, "server.max_json_depth", &mut bad);
+        let max_connections =
+            positive(s.max_connections, DEFAULT_MAX_CONNECTIONS as u64, "server.max_connections", &mut bad);
+        let max_batch_items =
+            positive(s.max_batch_items, DEFAULT_MAX_BATCH_ITEMS as u64, "server.max_batch_items", &mut bad);
+        let shutdown_grace_period = Duration::from_millis(
+            s.shutdown_grace_period_ms.unwrap_or(millis(DEFAULT_SHUTDOWN_GRACE_PERIOD)),
+        );
+        let tls = match s.tls {
+            None => None,
+            Some(t) => match (t.cert, t.key) {
+                (Some(cert), Some(key)) => Some(Tls {
+                    cert: resolve(&cert),
+                    key: resolve(&key),
+                    client_ca: t.client_ca.as_deref().map(resolve),
+                }),
+                _ => {
+                    bad("server.tls", "needs both `cert` and `key`".to_owned());
+                    None
+                }
+            },
+        };
+
+        let a = raw.admin;
+        let admin_listen = match a.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN) {
+            "" => None,
+            addr => match parse_addr(addr) {
+                Ok(addr) => Some(addr),
+                Err(m) => {
+                    bad("admin.listen", m);
+                    None
+                }
+            },
+        };
+        let token = a.token.filter(|t| !t.is_empty());
+        if let Some(addr) = admin_listen
+            && !addr.ip().is_loopback() && token.is_none() {
+                bad(
+                    "admin.listen",
+                    format!("`{addr}` is not a loopback address; set `admin.token` to expose the admin API"),
+                );
+            }
+
+        let l = raw.decision_log;
+        let durability = match l.durability.as_deref().unwrap_or("write") {
+            "write" => Durability::Write,
+            "fsync" => Durability::Fsync,
+            other => {
+                bad("decision_log.durability", format!("`{other}` is not one of `write`, `fsync`"));
+                Durability::Write
+            }
+        };
+        let queue_capacity = positive(
+            l.queue_capacity,
+            crate::decision_log::DEFAULT_QUEUE_CAPACITY as u64,
+            "decision_log.queue_capacity",
+            &mut bad,
+        );
+        let decision_log = crate::decision_log::Config {
+            path: resolve(l.path.as_deref().unwrap_or(DEFAULT_DECISION_LOG)),
+            durability,
+            max_bytes: l.max_bytes.unwrap_or(crate::decision_log::DEFAULT_MAX_BYTES),
+            max_files: to_usize(l.max_files.unwrap_or(crate::decision_log::DEFAULT_MAX_FILES as u64)),
+            queue_capacity: to_usize(queue_capacity),
+            enqueue_timeout: l
+                .enqueue_timeout_ms
+                .map_or(crate::decision_log::DEFAULT_ENQUEUE_TIMEOUT, Duration::from_millis),
+        };
+
+        let policy_dir = resolve(raw.policies.dir.as_deref().unwrap_or(DEFAULT_POLICY_DIR));
+        let identity_file = match raw.identity.file.as_deref() {
+            Some("") => None,
+            Some(f) => Some(resolve(f)),
+            None => Some(resolve(DEFAULT_IDENTITY_FILE)),
+        };
+        let reload = Reload {
+            watch: raw.reload.watch.unwrap_or(true),
+            debounce: raw.reload.debounce_ms.map_or(DEFAULT_RELOAD_DEBOUNCE, Duration::from_millis),
+        };
+
+        if !problems.is_empty() {
+            return Err(Error::Invalid { source_name: source_name.to_owned(), problems });
+        }
+        Ok(Config {
+            server: Server {
+                listen,
+                max_body_bytes,
+                header_read_timeout,
+                body_read_timeout,
+                max_json_depth: to_usize(max_json_depth),
+                max_connections: to_usize(max_connections),
+                shutdown_grace_period,
+                max_batch_items: to_usize(max_batch_items),
+                tls,
+            },
+            admin: Admin { listen: admin_listen, token },
+            policy_dir,
+            identity_file,
+            decision_log,
+            reload,
+        })
+    }
+}
+
+/// Writes an override into the TOML table at its dotted key; numbers and booleans are parsed as
+/// TOML literals so `VERDICT_MAX_CONNECTIONS=10` is an integer.
+fn set_key(table: &mut toml::Table, key: &str, value: String) {
+    const STRING_KEYS: &[&str] = &["listen", "token", "dir", "file", "path", "durability"];
+    let last = key.rsplit('.').next().unwrap_or(key);
+    let mut literal = Some(if STRING_KEYS.contains(&last) {
+        toml::Value::String(value)
+    } else {
+        value
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .or_else(|_| value.parse::<bool>().map(toml::Value::Boolean))
+            .unwrap_or(toml::Value::String(value))
+    });
+    let mut node = table;
+    let mut parts = key.split('.').peekable();
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            if let Some(l) = literal.take() {
+                node.insert(part.to_owned(), l);
+            }
+            return;
+        }
+        let entry = node.entry(part.to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        match entry {
+            toml::Value::Table(t) => node = t,
+            _ => return,
+        }
+    }
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|e| format!("`{s}` is not an address like 127.0.0.1:8180: {e}"))
+}
+
+fn fallback_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn to_usize(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load(None, &HashMap::new()).unwrap();
+        assert_eq!(c.server.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.server.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    }
+
+    #[test]
+    fn env_overrides_file_values() {
+        let env: HashMap<String, String> = [
+            ("VERDICT_LISTEN".to_owned(), "127.0.0.1:9999".to_owned()),
+            ("VERDICT_MAX_CONNECTIONS".to_owned(), "7".to_owned()),
+        ]
+        .into();
+        let c = Config::load(None, &env).unwrap();
+        assert_eq!(c.server.listen.port(), 9999);
+        assert_eq!(c.server.max_connections, 7);
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v.toml");
+        std::fs::write(
+            &p,
+            "[server]\nlisten = \"nope\"\nmax_body_bytes = 0\n[admin]\nlisten = \"0.0.0.0:9\"\n[decision_log]\ndurability = \"maybe\"\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&p), &HashMap::new()).unwrap_err().to_string();
+        for needle in ["server.listen", "server.max_body_bytes", "admin.listen", "decision_log.durability"] {
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_a_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v.toml");
+        std::fs::write(&p, "[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap();
+        let err = Config::load(Some(&p), &HashMap::new()).unwrap_err().to_string();
+        assert!(err.contains("lisen") && err.contains("line 3"), "{err}");
+    }
+}

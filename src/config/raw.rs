@@ -1,0 +1,120 @@
+//! The configuration as users write it: one TOML file, every field optional.
+//!
+//! Nothing here checks values or fills in defaults; `Config::from_raw` does that in one pass so
+//! that `verdict check` can print every problem at once.
+
+use serde::Deserialize;
+
+/// The whole TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// The decision listener.
+    #[serde(default)]
+    pub server: RawServer,
+    /// The admin listener.
+    #[serde(default)]
+    pub admin: RawAdmin,
+    /// Where policies come from.
+    #[serde(default)]
+    pub policies: RawPolicies,
+    /// Where identity data comes from.
+    #[serde(default)]
+    pub identity: RawIdentity,
+    /// The decision log.
+    #[serde(default)]
+    pub decision_log: RawDecisionLog,
+    /// How reloads are triggered.
+    #[serde(default)]
+    pub reload: RawReload,
+}
+
+/// `[server]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Address of the decision listener.
+    pub listen: Option<String>,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: Option<u64>,
+    /// Time a client has to send the request head, in milliseconds.
+    pub header_read_timeout_ms: Option<u64>,
+    /// Time a client has to send the whole body, in milliseconds.
+    pub body_read_timeout_ms: Option<u64>,
+    /// Deepest accepted JSON nesting.
+    pub max_json_depth: Option<u64>,
+    /// Most connections served at once.
+    pub max_connections: Option<u64>,
+    /// Time in-flight requests get to finish at shutdown, in milliseconds.
+    pub shutdown_grace_period_ms: Option<u64>,
+    /// Most items in one batch evaluation.
+    pub max_batch_items: Option<u64>,
+    /// Optional TLS.
+    pub tls: Option<RawTls>,
+}
+
+/// `[server.tls]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain.
+    pub cert: Option<String>,
+    /// PEM private key.
+    pub key: Option<String>,
+    /// PEM bundle of CAs whose client certificates are accepted (mTLS).
+    pub client_ca: Option<String>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Address of the admin listener; `""` disables it.
+    pub listen: Option<String>,
+    /// Bearer token required on every admin request.
+    pub token: Option<String>,
+}
+
+/// `[policies]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicies {
+    /// Directory of `*.yaml` policy files.
+    pub dir: Option<String>,
+}
+
+/// `[identity]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    /// Identity snapshot file (JSON).
+    pub file: Option<String>,
+}
+
+/// `[decision_log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDecisionLog {
+    /// Active log file.
+    pub path: Option<String>,
+    /// `write` or `fsync`.
+    pub durability: Option<String>,
+    /// Rotate when the active file reaches this size; 0 never rotates.
+    pub max_bytes: Option<u64>,
+    /// Rotated files to keep; 0 keeps all.
+    pub max_files: Option<u64>,
+    /// Records queued for the writer before callers wait.
+    pub queue_capacity: Option<u64>,
+    /// How long a caller waits for queue space before the request fails with 503.
+    pub enqueue_timeout_ms: Option<u64>,
+}
+
+/// `[reload]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReload {
+    /// Watch the policy directory and identity file for changes.
+    pub watch: Option<bool>,
+    /// Quiet time after the last file event before reloading, in milliseconds.
+    pub debounce_ms: Option<u64>,
+}

@@ -1,0 +1,221 @@
+//! Deciding: one request, one snapshot, one [`Decision`].
+//!
+//! [`decide`] is pure and synchronous: enrich the subject from the identity index, select the
+//! policy for `(action, resource.type)`, run its rules in order, first match wins. It never
+//! blocks and never touches HTTP. [`Engine`] wraps it with what a served decision needs: a
+//! decision id, the current snapshot, the decision log (the answer waits for the record), and
+//! metrics.
+
+mod outcome;
+mod request;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use outcome::{DecidedBy, Decision};
+pub use request::{BatchRequest, DecisionRequest, Evaluations, Problem, RequestError, Semantic};
+
+use crate::decision_log::{self, BatchPos, DecisionLog, Freshness, Record, Timings};
+use crate::metrics::Metrics;
+use crate::policy::{Effect, OnError, Outcome};
+use crate::reload::{Snapshot, Store};
+
+/// A decision as served: the decision plus its id and the revision it was made on.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// The decision id (also the log record id).
+    pub id: String,
+    /// The decision.
+    pub decision: Decision,
+    /// The snapshot revision.
+    pub revision: Arc<str>,
+}
+
+/// One batch item as served.
+#[derive(Debug)]
+pub enum ItemResult {
+    /// Decided (allow or deny).
+    Decided(Served),
+    /// The item was invalid; it counts as a deny (AuthZEN §7.2.1).
+    Invalid(RequestError),
+}
+
+/// Metadata of the HTTP request, for the record.
+#[derive(Debug, Default, Clone)]
+pub struct RequestMeta {
+    /// `X-Request-ID`, when sent.
+    pub request_id: Option<String>,
+}
+
+/// Failures that prevent answering at all.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The decision could not be logged, so it must not be answered.
+    #[error("decision log unavailable: {0}")]
+    Log(#[from] decision_log::Error),
+}
+
+/// Decides and logs; shared by every connection.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    store: Arc<Store>,
+    log: DecisionLog,
+    metrics: Arc<Metrics>,
+}
+
+/// Evaluates `request` against `snapshot`. Never fails: errors become a deny with
+/// `decided_by: error` and the error in [`Decision::errors`].
+pub fn decide(snapshot: &Snapshot, request: &DecisionRequest, now: chrono::DateTime<chrono::Utc>) -> Decision {
+    let action = request.action_name();
+    let resource_type = request.resource_type();
+    let Some(policy) = snapshot.policies.select(action, resource_type) else {
+        return Decision {
+            allow: false,
+            decided_by: DecidedBy::Default,
+            reason: Some(format!("no policy applies to action `{action}` on resource type `{resource_type}`").into()),
+            outputs: None,
+            errors: Vec::new(),
+        };
+    };
+    let principal = snapshot.principal(request.subject_id());
+    let bindings = crate::cel::Bindings::new(request.json(), &principal, now);
+    let mut errors = Vec::new();
+    for rule in &policy.rules {
+        match rule.condition.evaluate(&snapshot.functions, &bindings) {
+            Ok(false) => {}
+            Ok(true) => {
+                return match &rule.outcome {
+                    Outcome::Effect(effect) => Decision {
+                        allow: *effect == Effect::Allow,
+                        decided_by: DecidedBy::Rule(rule.decided_by.clone()),
+                        reason: rule.reason.clone(),
+                        outputs: None,
+                        errors,
+                    },
+                    Outcome::Hook(name) => {
+                        errors.push(format!("rule `{}`: hook `{name}` is not loaded", rule.name));
+                        Decision::error(format!("hook `{name}` is not available"), errors)
+                    }
+                };
+            }
+            Err(e) => {
+                errors.push(format!("rule `{}`: {e}", rule.name));
+                if rule.on_error.unwrap_or(policy.on_error) == OnError::Deny {
+                    return Decision::error(format!("rule `{}` failed to evaluate", rule.name), errors);
+                }
+            }
+        }
+    }
+    Decision {
+        allow: policy.default == Effect::Allow,
+        decided_by: DecidedBy::Default,
+        reason: policy.default_reason.clone(),
+        outputs: None,
+        errors,
+    }
+}
+
+// === impl Engine ===
+
+impl Engine {
+    /// Wires the engine to the snapshot store, the decision log and the metrics.
+    pub fn new(store: Arc<Store>, log: DecisionLog, metrics: Arc<Metrics>) -> Engine {
+        Engine { store, log, metrics }
+    }
+
+    /// The snapshot store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Decides one request and returns once its record is written.
+    pub async fn evaluate(&self, request: DecisionRequest, meta: &RequestMeta) -> Result<Served, Error> {
+        let snapshot = self.store.current();
+        let (served, record) = self.decide_one(&snapshot, request, meta, None);
+        self.log.record(record).await?;
+        Ok(served)
+    }
+
+    /// Decides a batch under its semantic; returns once every record is written.
+    pub async fn evaluate_batch(&self, batch: BatchRequest, meta: &RequestMeta) -> Result<Vec<ItemResult>, Error> {
+        // One snapshot for the whole batch, so its items never straddle a reload.
+        let snapshot = self.store.current();
+        let total = batch.items.len();
+        let mut results = Vec::with_capacity(total);
+        let mut records = Vec::with_capacity(total);
+        for (index, item) in batch.items.into_iter().enumerate() {
+            let stop = match item {
+                Ok(request) => {
+                    let pos = BatchPos { index, of: total };
+                    let (served, record) = self.decide_one(&snapshot, request, meta, Some(pos));
+                    let allow = served.decision.allow;
+                    records.push(record);
+                    results.push(ItemResult::Decided(served));
+                    match batch.semantic {
+                        Semantic::ExecuteAll => false,
+                        Semantic::DenyOnFirstDeny => !allow,
+                        Semantic::PermitOnFirstPermit => allow,
+                    }
+                }
+                Err(e) => {
+                    results.push(ItemResult::Invalid(e));
+                    batch.semantic == Semantic::DenyOnFirstDeny
+                }
+            };
+            if stop {
+                break;
+            }
+        }
+        // The records go to the writer together, so they usually share one group commit.
+        let mut writes = tokio::task::JoinSet::new();
+        for record in records {
+            let log = self.log.clone();
+            writes.spawn(async move { log.record(record).await });
+        }
+        while let Some(joined) = writes.join_next().await {
+            // A panicked writer task cannot have logged its record: treat it as a log failure.
+            joined.unwrap_or(Err(decision_log::Error::Closed))?;
+        }
+        Ok(results)
+    }
+
+    fn decide_one(
+        &self,
+        snapshot: &Snapshot,
+        request: DecisionRequest,
+        meta: &RequestMeta,
+        batch: Option<BatchPos>,
+    ) -> (Served, Record) {
+        let started = Instant::now();
+        let now = chrono::Utc::now();
+        let decision = decide(snapshot, &request, now);
+        let rules_us = micros(started.elapsed());
+        self.metrics.decision(decision.decided_by.kind(), decision.allow, started.elapsed());
+        let id = uuid::Uuid::now_v7().to_string();
+        let record = Record {
+            id: id.clone(),
+            time: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            request: request.into_json(),
+            decision: decision.allow,
+            decided_by: decision.decided_by.as_str().into_owned(),
+            reason: decision.reason.as_deref().map(str::to_owned),
+            outputs: decision.outputs.clone(),
+            revision: snapshot.revision.to_string(),
+            hooks: Vec::new(),
+            errors: decision.errors.clone(),
+            timings: Timings { total_us: micros(started.elapsed()), rules_us, hooks_us: 0 },
+            identity: Freshness {
+                revision: snapshot.identity_revision.to_string(),
+                loaded_at: snapshot.loaded_at.clone(),
+                stale: false,
+            },
+            request_id: meta.request_id.clone(),
+            batch,
+        };
+        (Served { id, decision, revision: snapshot.revision.clone() }, record)
+    }
+}
+
+fn micros(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,264 @@
+//! The decision log: one hash-chained JSON line per decision, written before the decision is
+//! answered.
+//!
+//! Position in the request flow: the last step before `respond`. The server builds a
+//! [`Record`] and awaits [`DecisionLog::record`]; only when that returns `Ok` may it send the
+//! decision. Any `Err` becomes a 503 in `server/respond.rs`, never an unlogged decision.
+//!
+//! Layout:
+//! - `record.rs`: the versioned line schema and how a line is hashed into the chain.
+//! - `sink.rs`: the writer thread (group commit, rotation, torn-tail repair); its module
+//!   doc explains the design.
+//! - `verify.rs`: reads a log back and checks its chain (`verdict log verify`).
+//!
+//! This module must not encode JSON or touch the file on the request path (the writer thread
+//! does both), block a tokio worker (callers only await channels), import `server/` or hyper,
+//! or stand in for operational logging: `tracing` here reports only the writer's own trouble.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
+use tokio::sync::{mpsc, oneshot, watch};
+
+mod record;
+mod sink;
+mod verify;
+
+#[cfg(test)]
+mod tests;
+
+pub use record::{
+    BatchPos, Freshness, GENESIS_PREV, HookCall, Record, Timings, VERSION, timestamp,
+};
+pub use verify::{Problem, Report, TornTail, verify};
+
+/// Default [`Config::max_bytes`]: rotate once the active file reaches 256 MiB.
+pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Default [`Config::max_files`]: keep the 16 newest rotated files.
+pub const DEFAULT_MAX_FILES: usize = 16;
+
+/// Default [`Config::queue_capacity`]: records waiting for the writer before callers wait.
+///
+/// A group holds at most this many records, so it also bounds one write's size.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
+
+/// Default [`Config::enqueue_timeout`]: how long a caller waits for room in a full queue
+/// before it gets [`Error::QueueFull`] (a 503).
+pub const DEFAULT_ENQUEUE_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Validated decision-log settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The active log file. Rotated files are `PATH.<n>`, torn tails `PATH.torn-<unix_ms>`.
+    pub path: PathBuf,
+    /// Whether each group is fsynced before its callers are answered.
+    pub durability: Durability,
+    /// Rotate once the active file reaches this many bytes; 0 never rotates.
+    pub max_bytes: u64,
+    /// Rotated files to keep, deleting the oldest; 0 keeps all.
+    pub max_files: usize,
+    /// Records that may wait for the writer; at least 1.
+    pub queue_capacity: usize,
+    /// How long `record` waits for room in a full queue.
+    pub enqueue_timeout: Duration,
+}
+
+/// What "written" means before a decision is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// The group is handed to the OS with `write`; it survives a crash of Verdict, not of the
+    /// machine.
+    #[default]
+    Write,
+    /// The group is also `fsync`ed (`sync_data`); it survives a power loss.
+    Fsync,
+}
+
+/// Handle to the decision log: cheap to clone, shared by every connection.
+///
+/// The writer thread stops when [`DecisionLog::close`] is awaited, or when the last handle
+/// is dropped (then it writes what is queued and stops without being awaited).
+#[derive(Debug, Clone)]
+pub struct DecisionLog {
+    shared: Arc<Shared>,
+}
+
+/// Writer counters, read with [`DecisionLog::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Stats {
+    /// Records written (and fsynced, when configured).
+    pub records_written: u64,
+    /// Groups written: one `write` (and `fsync`) each.
+    pub groups_written: u64,
+    /// Groups that failed; each failed every record in it.
+    pub write_errors: u64,
+    /// `record` calls rejected with [`Error::QueueFull`].
+    pub queue_full: u64,
+    /// Size of the active file.
+    pub file_bytes: u64,
+}
+
+/// Decision-log failures.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The queue stayed full for the whole enqueue timeout.
+    #[error("decision log queue is full after waiting {waited:?}")]
+    QueueFull {
+        /// How long the caller waited.
+        waited: Duration,
+    },
+    /// The log was closed, or its writer thread is gone.
+    #[error("decision log is closed")]
+    Closed,
+    /// The group holding the record could not be written; the writer retries with the next.
+    #[error("cannot write decision log")]
+    Write(#[source] Arc<io::Error>),
+    /// The record could not be encoded as JSON.
+    #[error("cannot encode decision record")]
+    Encode(#[source] serde_json::Error),
+    /// The log file could not be opened or its torn tail repaired at start.
+    #[error("cannot open decision log `{}`", path.display())]
+    Open {
+        /// The file being opened.
+        path: PathBuf,
+        /// Why it failed.
+        source: io::Error,
+    },
+    /// A log file could not be read while verifying.
+    #[error("cannot read decision log `{}`", path.display())]
+    Read {
+        /// The file being read.
+        path: PathBuf,
+        /// Why it failed.
+        source: io::Error,
+    },
+    /// The writer thread could not be started.
+    #[error("cannot start decision log writer thread")]
+    Spawn(#[source] io::Error),
+    /// `queue_capacity` was 0.
+    #[error("decision log queue capacity must be at least 1")]
+    ZeroCapacity,
+}
+
+/// State shared by every clone of a [`DecisionLog`].
+#[derive(Debug)]
+struct Shared {
+    /// Queue in front of the writer thread, bounded by `queue_capacity`.
+    /// Senders: every `record` call (one `Job::Record`) and `close` (`Job::Close`).
+    /// Receiver: the writer thread, which drains it a group at a time.
+    /// Closed by the writer when it takes a `Job::Close` (later sends fail and become
+    /// `Error::Closed`), or when this sender drops with the last handle.
+    queue: mpsc::Sender<sink::Job>,
+    /// Set by the first `close`; later `record` calls fail fast with `Error::Closed`.
+    closed: AtomicBool,
+    /// Becomes `true` once the writer has written everything, fsynced and stopped.
+    /// Sender: the writer thread (dropped with it, so a writer that dies also releases
+    /// waiters). Waiters: `close`.
+    stopped: watch::Receiver<bool>,
+    /// Written by the writer thread and `record`, read by `stats`.
+    counters: Arc<sink::Counters>,
+    enqueue_timeout: Duration,
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Settings for `path` with every other field at its default.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Config {
+            path: path.into(),
+            durability: Durability::default(),
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_files: DEFAULT_MAX_FILES,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            enqueue_timeout: DEFAULT_ENQUEUE_TIMEOUT,
+        }
+    }
+}
+
+// === impl DecisionLog ===
+
+impl DecisionLog {
+    /// Opens the log (repairing a torn tail, continuing the chain) and starts the writer thread.
+    ///
+    /// Does blocking file I/O: only the file's tail is read, so it is quick, but call it at
+    /// startup rather than from a request.
+    pub fn spawn(config: Config) -> Result<DecisionLog, Error> {
+        let counters = Arc::new(sink::Counters::default());
+        let (queue, stopped) = sink::spawn(&config, Arc::clone(&counters))?;
+        Ok(DecisionLog {
+            shared: Arc::new(Shared {
+                queue,
+                closed: AtomicBool::new(false),
+                stopped,
+                counters,
+                enqueue_timeout: config.enqueue_timeout,
+            }),
+        })
+    }
+
+    /// Logs `record` and returns once its group is written (and fsynced, if configured).
+    ///
+    /// Only after `Ok` may the decision be answered. If the future is dropped after the record
+    /// was queued, the record is still written: a logged but unanswered decision is harmless,
+    /// the reverse is not. Needs a tokio runtime with time enabled (for the enqueue timeout).
+    pub async fn record(&self, record: Record) -> Result<(), Error> {
+        let shared = &*self.shared;
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let (done, written) = oneshot::channel();
+        let job = sink::Job::Record { record, done };
+        // The fast path avoids arming a timer when there is room.
+        match shared.queue.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Closed(_)) => return Err(Error::Closed),
+            Err(TrySendError::Full(job)) => {
+                match shared.queue.send_timeout(job, shared.enqueue_timeout).await {
+                    Ok(()) => {}
+                    Err(SendTimeoutError::Closed(_)) => return Err(Error::Closed),
+                    Err(SendTimeoutError::Timeout(_)) => {
+                        shared.counters.count_queue_full();
+                        return Err(Error::QueueFull {
+                            waited: shared.enqueue_timeout,
+                        });
+                    }
+                }
+            }
+        }
+        // A dropped reply means the writer went away without answering this record.
+        written.await.unwrap_or(Err(Error::Closed))
+    }
+
+    /// Writes everything already queued, fsyncs once and stops the writer thread.
+    ///
+    /// Returns when the thread is done. Idempotent; afterwards `record` returns
+    /// [`Error::Closed`]. If the disk hangs, so does this: shutdown wraps it in its grace
+    /// period.
+    pub async fn close(&self) {
+        let shared = &*self.shared;
+        shared.closed.store(true, Ordering::Release);
+        // Queued behind every accepted record; an error means the writer already stopped.
+        let _already_stopped = shared.queue.send(sink::Job::Close).await.is_err();
+        let mut stopped = shared.stopped.clone();
+        // An error means the writer thread is gone without saying so: stopped all the same.
+        let _gone = stopped.wait_for(|stopped| *stopped).await.is_err();
+    }
+
+    /// A snapshot of the writer's counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Whether [`DecisionLog::close`] has been called (the log accepts no more records).
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+}

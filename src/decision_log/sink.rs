@@ -1,0 +1,590 @@
+//! The writer thread: the only code that writes, rotates or repairs decision-log files.
+//!
+//! Position in the request flow: behind the bounded queue that `DecisionLog::record` feeds.
+//! Each request's task waits on a oneshot until the group holding its record is written.
+//!
+//! This module must not run on a tokio worker or call async code (it is a plain OS thread
+//! that blocks on the queue and on the disk), and must not answer a caller before the
+//! caller's whole group is written.
+//!
+//! # Design
+//!
+//! Answer after write. A decision that was answered but not logged is the one failure the
+//! log exists to prevent, so `record` returns only once its line is in the file (`write`) or
+//! on disk (`fsync`). A crash can then lose only decisions nobody received.
+//!
+//! Group commit. One `write` (and one `fsync`) per record would cap throughput at the
+//! disk's sync rate. Instead the writer blocks for one record, then takes everything else
+//! already queued (up to `queue_capacity`), encodes the group into one buffer, issues one
+//! `write`, optionally one `sync_data`, and only then wakes every waiter of the group. Under
+//! load groups grow by themselves, so the cost per record falls as the load rises. JSON
+//! encoding and hashing happen here too, off the request path.
+//!
+//! Overflow. The queue is bounded. When it is full, `record` waits up to `enqueue_timeout`
+//! for room, then fails with `QueueFull`, which the server answers with 503. Memory stays
+//! bounded and no decision is ever answered unlogged.
+//!
+//! Write failure. If opening, writing or syncing fails (disk full, file removed,
+//! permissions), every waiter of that group gets `Error::Write` and the file handle is
+//! dropped. The next group reopens the path the way startup does. The chain continues from
+//! the last complete line actually in the file, so a partly written group costs no link.
+//! Before each group the writer checks that the path still names the open file (one `stat`),
+//! so records are never written into a file that was removed or moved away.
+//!
+//! Torn tails. A crash in the middle of a `write` can leave a last line without its newline.
+//! Its caller was never answered. On open, the bytes after the last newline are copied to
+//! `PATH.torn-<unix_ms>` and truncated off, with a `warn!`, and the chain continues from the
+//! last complete line.
+//!
+//! Rotation. Once the active file reaches `max_bytes`, it is renamed to `PATH.<n>` (n grows
+//! and is never reused) and a fresh `PATH` is opened. The chain runs on across files. A file
+//! can exceed `max_bytes` by at most one group.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::warn;
+
+use super::record::{self, GENESIS_PREV, Record};
+use super::{Config, Durability, Error, Stats};
+
+/// Bytes read per step while scanning a file backwards for newlines.
+const TAIL_CHUNK: u64 = 64 * 1024;
+
+/// One message on the queue to the writer thread.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly every job is a record; boxing it would add an allocation per decision"
+)]
+pub(super) enum Job {
+    /// Write `record`, then answer on `done`. Queued by `DecisionLog::record`. `done` is a
+    /// oneshot: the writer sends exactly one reply, once the record's group is written or
+    /// has failed; `DecisionLog::record` waits on it. If the writer stops without replying,
+    /// the dropped sender closes it and the caller sees `Error::Closed`.
+    Record {
+        record: Record,
+        done: oneshot::Sender<Result<(), Error>>,
+    },
+    /// Write everything queued so far, fsync, and stop. Sender: `DecisionLog::close`.
+    Close,
+}
+
+/// Writer counters behind [`Stats`]; relaxed atomics, read without locking.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    records_written: AtomicU64,
+    groups_written: AtomicU64,
+    write_errors: AtomicU64,
+    queue_full: AtomicU64,
+    file_bytes: AtomicU64,
+}
+
+/// State owned by the writer thread.
+struct Writer {
+    path: PathBuf,
+    durability: Durability,
+    max_bytes: u64,
+    max_files: usize,
+    /// Most records taken into one group.
+    max_group: usize,
+    /// Receiving end of `Shared::queue` (see there).
+    queue: mpsc::Receiver<Job>,
+    /// The open active file; `None` after a failure or a failed rotation, until reopened.
+    active: Option<Active>,
+    /// Hash of the last line known to be complete in the log: the next record's `prev`.
+    /// INVARIANT: only advanced after the group containing that line was written.
+    prev: String,
+    /// `n` for the next `PATH.<n>`.
+    next_rotation: u64,
+    /// The group being written, reused.
+    buf: Vec<u8>,
+    /// One encoded line, reused.
+    line: Vec<u8>,
+    counters: Arc<Counters>,
+    /// Sends `true` once everything is flushed (see `Shared::stopped`).
+    stopped: watch::Sender<bool>,
+}
+
+/// The open active file.
+struct Active {
+    file: File,
+    id: FileId,
+    len: u64,
+}
+
+/// A record waiting in the current group.
+struct Pending {
+    record: Record,
+    done: oneshot::Sender<Result<(), Error>>,
+}
+
+/// Result of opening the active file.
+struct Opened {
+    active: Active,
+    /// Hash of its last complete line, if it has one.
+    last_hash: Option<String>,
+}
+
+/// Where the complete lines of a file end, and the last of them.
+struct Tail {
+    complete: u64,
+    last_line: Option<Vec<u8>>,
+}
+
+/// Identifies a file independently of its path, to notice that the path moved.
+#[cfg(unix)]
+type FileId = (u64, u64);
+#[cfg(not(unix))]
+type FileId = ();
+
+/// Opens the log at `config.path` and starts the writer thread.
+///
+/// Returns the sending end of the queue and the "stopped" signal (see `Shared`).
+pub(super) fn spawn(
+    config: &Config,
+    counters: Arc<Counters>,
+) -> Result<(mpsc::Sender<Job>, watch::Receiver<bool>), Error> {
+    if config.queue_capacity == 0 {
+        return Err(Error::ZeroCapacity);
+    }
+    let open_error = |source| Error::Open {
+        path: config.path.clone(),
+        source,
+    };
+    let opened = open_active(&config.path).map_err(open_error)?;
+    let rotated = rotated_files(&config.path).map_err(open_error)?;
+    let newest_rotated = rotated.last();
+    // A crash between rotating and the first write leaves a fresh (or missing) `PATH`: the
+    // chain then continues from the newest rotated file.
+    let prev = match (opened.last_hash, newest_rotated) {
+        (Some(hash), _) => hash,
+        (None, Some((_, newest))) => last_line_hash(newest)
+            .map_err(open_error)?
+            .unwrap_or_else(|| GENESIS_PREV.to_owned()),
+        (None, None) => GENESIS_PREV.to_owned(),
+    };
+    let next_rotation = newest_rotated.map_or(1, |(n, _)| n.saturating_add(1));
+    counters
+        .file_bytes
+        .store(opened.active.len, Ordering::Relaxed);
+
+    let (queue_tx, queue_rx) = mpsc::channel(config.queue_capacity);
+    let (stopped_tx, stopped_rx) = watch::channel(false);
+    let writer = Writer {
+        path: config.path.clone(),
+        durability: config.durability,
+        max_bytes: config.max_bytes,
+        max_files: config.max_files,
+        max_group: config.queue_capacity,
+        queue: queue_rx,
+        active: Some(opened.active),
+        prev,
+        next_rotation,
+        buf: Vec::new(),
+        line: Vec::new(),
+        counters,
+        stopped: stopped_tx,
+    };
+    std::thread::Builder::new()
+        .name("decision-log".to_owned())
+        .spawn(move || writer.run())
+        .map_err(Error::Spawn)?;
+    Ok((queue_tx, stopped_rx))
+}
+
+/// Rotated files of `path` (`PATH.<n>`), oldest (smallest `n`) first.
+pub(super) fn rotated_files(path: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
+        return Ok(Vec::new());
+    };
+    let prefix = format!("{name}.");
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        let Some(suffix) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        // `parse` alone would accept `+1`.
+        if suffix.is_empty() || !suffix.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(n) = suffix.parse::<u64>() {
+            found.push((n, dir.join(&file_name)));
+        }
+    }
+    found.sort_unstable_by_key(|(n, _)| *n);
+    Ok(found)
+}
+
+/// `PATH.<suffix>`.
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".");
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Opens (or creates) the active file, moves a torn tail aside and finds the last line.
+fn open_active(path: &Path) -> io::Result<Opened> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)?;
+    let meta = file.metadata()?;
+    // Devices and pipes report 0 and are never scanned.
+    let len = meta.len();
+    let tail = scan_tail(&mut file, len)?;
+    if tail.complete < len {
+        move_torn_tail(path, &mut file, tail.complete, len)?;
+    }
+    Ok(Opened {
+        active: Active {
+            file,
+            id: file_id(&meta),
+            len: tail.complete,
+        },
+        last_hash: tail.last_line.map(|line| record::line_hash(&line)),
+    })
+}
+
+/// Hash of the last complete line of the file at `path`, if any.
+fn last_line_hash(path: &Path) -> io::Result<Option<String>> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    Ok(scan_tail(&mut file, len)?
+        .last_line
+        .map(|line| record::line_hash(&line)))
+}
+
+/// Finds the end of the last complete line in the first `len` bytes, and reads that line.
+fn scan_tail(file: &mut File, len: u64) -> io::Result<Tail> {
+    let Some(last_newline) = rfind_newline(file, len)? else {
+        return Ok(Tail {
+            complete: 0,
+            last_line: None,
+        });
+    };
+    let start = rfind_newline(file, last_newline)?.map_or(0, |at| at + 1);
+    let mut line = vec![0; to_usize(last_newline - start)?];
+    file.seek(SeekFrom::Start(start))?;
+    file.read_exact(&mut line)?;
+    Ok(Tail {
+        complete: last_newline + 1,
+        last_line: Some(line),
+    })
+}
+
+/// Offset of the last `\n` before `end`.
+fn rfind_newline(file: &mut File, end: u64) -> io::Result<Option<u64>> {
+    let mut high = end;
+    while high > 0 {
+        let low = high.saturating_sub(TAIL_CHUNK);
+        let mut chunk = vec![0; to_usize(high - low)?];
+        file.seek(SeekFrom::Start(low))?;
+        file.read_exact(&mut chunk)?;
+        if let Some(at) = chunk.iter().rposition(|&b| b == b'\n') {
+            return Ok(Some(low + at as u64));
+        }
+        high = low;
+    }
+    Ok(None)
+}
+
+/// Copies the bytes `complete..len` to `PATH.torn-<unix_ms>`, then truncates them off.
+fn move_torn_tail(path: &Path, file: &mut File, complete: u64, len: u64) -> io::Result<()> {
+    let (saved_to, mut out) = create_torn_file(path)?;
+    let context = |error: io::Error| {
+        let message = format!("cannot move torn tail to `{}`: {error}", saved_to.display());
+        io::Error::new(error.kind(), message)
+    };
+    file.seek(SeekFrom::Start(complete))?;
+    io::copy(&mut Read::by_ref(file).take(len - complete), &mut out).map_err(context)?;
+    out.sync_all().map_err(context)?;
+    file.set_len(complete)?;
+    file.sync_all()?;
+    warn!(
+        path = %path.display(),
+        torn_bytes = len - complete,
+        saved_to = %saved_to.display(),
+        "decision log ended with a torn line (crash while writing); moved it aside",
+    );
+    Ok(())
+}
+
+/// Creates a new, unused `PATH.torn-<unix_ms>[-k]`.
+fn create_torn_file(path: &Path) -> io::Result<(PathBuf, File)> {
+    let unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    for attempt in 0..100_u32 {
+        let suffix = match attempt {
+            0 => format!("torn-{unix_ms}"),
+            k => format!("torn-{unix_ms}-{k}"),
+        };
+        let candidate = sibling(path, &suffix);
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&candidate)
+        {
+            Ok(file) => return Ok((candidate, file)),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "no unused name for the torn tail file",
+    ))
+}
+
+/// Adds a record to `group`; returns whether `job` asks the writer to stop.
+fn take(group: &mut Vec<Pending>, job: Job) -> bool {
+    match job {
+        Job::Record { record, done } => {
+            group.push(Pending { record, done });
+            false
+        }
+        Job::Close => true,
+    }
+}
+
+fn to_usize(n: u64) -> io::Result<usize> {
+    usize::try_from(n).map_err(|_| io::Error::other("line too long for memory"))
+}
+
+#[cfg(unix)]
+fn file_id(meta: &fs::Metadata) -> FileId {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+#[cfg(not(unix))]
+fn file_id(_meta: &fs::Metadata) -> FileId {}
+
+// === impl Counters ===
+
+impl Counters {
+    pub(super) fn count_queue_full(&self) {
+        self.queue_full.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn snapshot(&self) -> Stats {
+        Stats {
+            records_written: self.records_written.load(Ordering::Relaxed),
+            groups_written: self.groups_written.load(Ordering::Relaxed),
+            write_errors: self.write_errors.load(Ordering::Relaxed),
+            queue_full: self.queue_full.load(Ordering::Relaxed),
+            file_bytes: self.file_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+// === impl Writer ===
+
+impl Writer {
+    /// Commits groups until closed or until every handle is dropped, then fsyncs and signals.
+    fn run(mut self) {
+        let mut group = Vec::with_capacity(self.max_group);
+        loop {
+            // `None`: every sender (so every handle) is gone and the queue is empty.
+            let Some(first) = self.queue.blocking_recv() else {
+                break;
+            };
+            let mut closing = take(&mut group, first);
+            while !closing && group.len() < self.max_group {
+                match self.queue.try_recv() {
+                    Ok(job) => closing = take(&mut group, job),
+                    Err(_) => break,
+                }
+            }
+            if closing {
+                // Refuse new records, but write every one already accepted.
+                self.queue.close();
+                while let Ok(job) = self.queue.try_recv() {
+                    take(&mut group, job);
+                }
+            }
+            self.commit(&mut group);
+            if closing {
+                break;
+            }
+        }
+        self.finish();
+    }
+
+    /// Writes one group and answers each of its callers.
+    fn commit(&mut self, group: &mut Vec<Pending>) {
+        if group.is_empty() {
+            return;
+        }
+        if let Err(error) = self.ensure_open() {
+            self.fail(group.drain(..).map(|pending| pending.done), error);
+            return;
+        }
+        self.buf.clear();
+        let mut prev = self.prev.clone();
+        let mut waiters = Vec::with_capacity(group.len());
+        for Pending { record, done } in group.drain(..) {
+            match record::encode_line(&mut self.line, &record, &prev) {
+                Ok(hash) => {
+                    self.buf.extend_from_slice(&self.line);
+                    self.buf.push(b'\n');
+                    prev = hash;
+                    waiters.push(done);
+                }
+                Err(error) => {
+                    warn!(%error, id = %record.id, "cannot encode decision record");
+                    let _unanswered = done.send(Err(Error::Encode(error)));
+                }
+            }
+        }
+        if waiters.is_empty() {
+            return;
+        }
+        if let Err(error) = self.write_buf() {
+            self.active = None;
+            self.fail(waiters, error);
+            return;
+        }
+        self.prev = prev;
+        self.counters
+            .records_written
+            .fetch_add(waiters.len() as u64, Ordering::Relaxed);
+        self.counters.groups_written.fetch_add(1, Ordering::Relaxed);
+        for done in waiters {
+            let _unanswered = done.send(Ok(()));
+        }
+        self.rotate_if_full();
+    }
+
+    /// Writes (and maybe syncs) `buf` to the active file.
+    fn write_buf(&mut self) -> io::Result<()> {
+        let active = self
+            .active
+            .as_mut()
+            .ok_or_else(|| io::Error::other("log file not open"))?;
+        active.file.write_all(&self.buf)?;
+        if self.durability == Durability::Fsync {
+            active.file.sync_data()?;
+        }
+        active.len += self.buf.len() as u64;
+        self.counters
+            .file_bytes
+            .store(active.len, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Answers every waiter with the same write error; the next group reopens the file.
+    fn fail(
+        &self,
+        waiters: impl IntoIterator<Item = oneshot::Sender<Result<(), Error>>>,
+        error: io::Error,
+    ) {
+        self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+        warn!(path = %self.path.display(), %error, "cannot write decision log; failing the group");
+        let error = Arc::new(error);
+        for done in waiters {
+            let _unanswered = done.send(Err(Error::Write(Arc::clone(&error))));
+        }
+    }
+
+    /// Makes sure `active` is open and still the file at `path`.
+    fn ensure_open(&mut self) -> io::Result<()> {
+        if let Some(active) = &self.active {
+            let still_there =
+                fs::metadata(&self.path).is_ok_and(|meta| file_id(&meta) == active.id);
+            if still_there {
+                return Ok(());
+            }
+            warn!(path = %self.path.display(), "decision log file was moved or removed; reopening");
+            self.active = None;
+        }
+        self.reopen()
+    }
+
+    /// Opens `path` the way startup does. A file that already has lines decides `prev`;
+    /// a new or empty one continues the chain from memory.
+    fn reopen(&mut self) -> io::Result<()> {
+        let opened = open_active(&self.path)?;
+        if let Some(hash) = opened.last_hash {
+            self.prev = hash;
+        }
+        self.counters
+            .file_bytes
+            .store(opened.active.len, Ordering::Relaxed);
+        self.active = Some(opened.active);
+        Ok(())
+    }
+
+    /// Renames a full active file to `PATH.<n>`, opens a fresh one and prunes old files.
+    fn rotate_if_full(&mut self) {
+        let full = self
+            .active
+            .as_ref()
+            .is_some_and(|active| active.len >= self.max_bytes);
+        if self.max_bytes == 0 || !full {
+            return;
+        }
+        let target = sibling(&self.path, &self.next_rotation.to_string());
+        if let Some(active) = &self.active {
+            // Rotated files are complete history; make them durable even in `write` mode.
+            if let Err(error) = active.file.sync_data() {
+                warn!(path = %self.path.display(), %error, "cannot sync decision log before rotating");
+            }
+        }
+        self.active = None;
+        if let Err(error) = fs::rename(&self.path, &target) {
+            warn!(path = %self.path.display(), %error, "cannot rotate decision log; writing on");
+        } else {
+            self.next_rotation = self.next_rotation.saturating_add(1);
+            self.prune();
+        }
+        // On failure the next group retries through `ensure_open`.
+        if let Err(error) = self.reopen() {
+            warn!(path = %self.path.display(), %error, "cannot open decision log after rotating");
+        }
+    }
+
+    /// Deletes the oldest rotated files beyond `max_files`.
+    fn prune(&self) {
+        if self.max_files == 0 {
+            return;
+        }
+        let files = match rotated_files(&self.path) {
+            Ok(files) => files,
+            Err(error) => {
+                warn!(path = %self.path.display(), %error, "cannot list rotated decision logs");
+                return;
+            }
+        };
+        let excess = files.len().saturating_sub(self.max_files);
+        for (_, old) in files.iter().take(excess) {
+            if let Err(error) = fs::remove_file(old) {
+                warn!(path = %old.display(), %error, "cannot delete old decision log");
+            }
+        }
+    }
+
+    /// Final fsync, then tells `close` the writer is done.
+    fn finish(self) {
+        if let Some(active) = &self.active
+            && let Err(error) = active.file.sync_data()
+        {
+            warn!(path = %self.path.display(), %error, "cannot sync decision log on close");
+        }
+        self.stopped.send_replace(true);
+    }
+}

@@ -1,0 +1,153 @@
+//! Prometheus metrics, kept in one registry and rendered by the admin listener.
+//!
+//! Counters are updated on the request path with label sets that are small and fixed (route,
+//! status, decided-by kind), so lookups stay cheap; nothing here allocates per request except
+//! the first use of a label set.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Every metric of the process.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    decisions: Family<DecisionLabels, Counter>,
+    decision_seconds: Histogram,
+    http: Family<HttpLabels, Counter>,
+    reloads: Family<ReloadLabels, Counter>,
+    reload_ok: Gauge,
+    connections: Gauge,
+    log_records: Counter<u64, AtomicU64>,
+    log_errors: Counter<u64, AtomicU64>,
+    log_unavailable: Counter<u64, AtomicU64>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    decided_by: &'static str,
+    decision: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    route: &'static str,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    trigger: &'static str,
+    result: &'static str,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("verdict");
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register("decisions", "Decisions made, by what decided them", decisions.clone());
+        let decision_seconds = Histogram::new(exponential_buckets(1e-6, 2.0, 20));
+        registry.register(
+            "decision_duration_seconds",
+            "Time to evaluate a decision, before logging",
+            decision_seconds.clone(),
+        );
+        let http = Family::<HttpLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests answered, by route and status", http.clone());
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register("reloads", "Snapshot reloads, by trigger and result", reloads.clone());
+        let reload_ok = Gauge::default();
+        registry.register("reload_last_ok", "1 when the last reload succeeded, 0 when it failed", reload_ok.clone());
+        let connections = Gauge::default();
+        registry.register("connections_open", "Connections open on the decision listener", connections.clone());
+        let log_records = Counter::default();
+        registry.register("decision_log_records", "Decision records written", log_records.clone());
+        let log_errors = Counter::default();
+        registry.register("decision_log_write_errors", "Failed decision log writes", log_errors.clone());
+        let log_unavailable = Counter::default();
+        registry.register(
+            "decision_log_unavailable",
+            "Requests answered 503 because their record could not be logged",
+            log_unavailable.clone(),
+        );
+        reload_ok.set(1);
+        Metrics {
+            registry,
+            decisions,
+            decision_seconds,
+            http,
+            reloads,
+            reload_ok,
+            connections,
+            log_records,
+            log_errors,
+            log_unavailable,
+        }
+    }
+
+    /// Counts one decision.
+    pub fn decision(&self, decided_by: &'static str, allow: bool, elapsed: Duration) {
+        let decision = if allow { "allow" } else { "deny" };
+        self.decisions.get_or_create(&DecisionLabels { decided_by, decision }).inc();
+        self.decision_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one HTTP response.
+    pub fn http(&self, route: &'static str, status: u16) {
+        self.http.get_or_create(&HttpLabels { route, status }).inc();
+    }
+
+    /// Counts one reload.
+    pub fn reload(&self, trigger: &'static str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads.get_or_create(&ReloadLabels { trigger, result }).inc();
+        self.reload_ok.set(i64::from(ok));
+    }
+
+    /// Tracks the open connection count.
+    pub fn connection_opened(&self) {
+        self.connections.inc();
+    }
+
+    /// Tracks the open connection count.
+    pub fn connection_closed(&self) {
+        self.connections.dec();
+    }
+
+    /// Counts a request refused because its record could not be logged.
+    pub fn log_unavailable(&self) {
+        self.log_unavailable.inc();
+    }
+
+    /// Renders the text exposition format, after copying the log writer's counters in.
+    pub fn render(&self, log: &crate::decision_log::Stats) -> String {
+        let bump = |c: &Counter<u64, AtomicU64>, to: u64| {
+            let now = c.get();
+            if to > now {
+                c.inc_by(to - now);
+            }
+        };
+        bump(&self.log_records, log.records_written);
+        bump(&self.log_errors, log.write_errors);
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}

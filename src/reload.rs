@@ -1,0 +1,339 @@
+//! The snapshot: every piece of compiled state a decision reads, swapped whole.
+//!
+//! A [`Snapshot`] holds the policies, the CEL functions bound to one identity index, the index
+//! itself, and a revision id (a hash of every input file). Requests call [`Store::current`]
+//! once and pass `&Snapshot` down, so a decision never mixes two revisions.
+//!
+//! A reload takes the startup path: read the sources → parse → compile → validate → swap. It
+//! runs off the request path (callers use `spawn_blocking`), one at a time (`reload_lock`), and
+//! a reload that fails leaves the old snapshot serving: the error goes to the log, the
+//! `verdict_reloads_total{result="error"}` metric and the admin status.
+//!
+//! Triggers: file changes ([`watch`], debounced; robust to editors' atomic renames and to the
+//! Kubernetes ConfigMap `..data` symlink swap because it watches directories, not files),
+//! SIGHUP, and `POST /v1/reload` on the admin listener. Sources are "a directory of files"
+//! today; a bundle source would produce the same [`Sources`] and slot in beside it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+
+use crate::cel;
+use crate::identity::{self, Index};
+use crate::metrics::Metrics;
+use crate::policy;
+
+/// Where a snapshot's inputs come from.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// Policy directory.
+    pub policy_dir: PathBuf,
+    /// Identity snapshot file.
+    pub identity_file: Option<PathBuf>,
+}
+
+/// All compiled state of one revision.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Revision id: `r-` and 12 hex digits of the inputs' hash.
+    pub revision: Arc<str>,
+    /// Policies.
+    pub policies: policy::Set,
+    /// CEL functions over this snapshot's identity index.
+    pub functions: cel::Functions,
+    /// Identity index.
+    pub identity: Arc<Index>,
+    /// Hash of the identity file alone.
+    pub identity_revision: Arc<str>,
+    /// When this snapshot was built (RFC 3339).
+    pub loaded_at: String,
+    /// Dangling references and other warnings from the identity data.
+    pub identity_report: identity::LoadReport,
+}
+
+/// Why a snapshot could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// One or more policies are invalid.
+    #[error(transparent)]
+    Policies(#[from] policy::LoadErrors),
+    /// The identity file is invalid.
+    #[error(transparent)]
+    Identity(#[from] identity::Error),
+    /// The identity file could not be read.
+    #[error("cannot read identity file `{}`: {source}", path.display())]
+    ReadIdentity {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// What started a reload, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A watched file changed.
+    File,
+    /// SIGHUP.
+    Signal,
+    /// `POST /v1/reload`.
+    Admin,
+}
+
+/// The outcome of the last reload attempt, for the admin status.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    /// When it ran (RFC 3339).
+    pub at: String,
+    /// `file`, `signal`, `admin` or `startup`.
+    pub trigger: &'static str,
+    /// Whether a new snapshot is serving (or the inputs were unchanged).
+    pub ok: bool,
+    /// The revision serving after the attempt.
+    pub revision: String,
+    /// Whether the inputs had changed.
+    pub changed: bool,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The current snapshot and the reload machinery around it.
+#[derive(Debug)]
+pub struct Store {
+    /// Read by every request (`load_full`, no lock); written only by [`Store::reload`].
+    current: ArcSwap<Snapshot>,
+    sources: Sources,
+    env: cel::Env,
+    metrics: Arc<Metrics>,
+    /// Serializes reloads so two triggers never build and swap concurrently.
+    reload_lock: Mutex<()>,
+    status: Mutex<Status>,
+}
+
+// === impl Snapshot ===
+
+impl Snapshot {
+    /// Reads and compiles every source.
+    pub fn build(sources: &Sources, env: &cel::Env) -> Result<Snapshot, BuildError> {
+        let (index, identity_report, identity_hash) = match &sources.identity_file {
+            Some(path) => {
+                let bytes = std::fs::read(path)
+                    .map_err(|source| BuildError::ReadIdentity { path: path.clone(), source })?;
+                let (index, report) = identity::load_bytes(&bytes, path)?;
+                (index, report, hex::encode(Sha256::digest(&bytes)))
+            }
+            None => {
+                let (index, report) = identity::load_bytes(EMPTY_SNAPSHOT.as_bytes(), Path::new("(no identity file)"))?;
+                (index, report, "none".to_owned())
+            }
+        };
+        let (policies, files) = policy::Set::load(&sources.policy_dir, env)?;
+        let mut hash = Sha256::new();
+        for (path, bytes) in &files {
+            let rel = path.strip_prefix(&sources.policy_dir).unwrap_or(path);
+            hash.update(rel.to_string_lossy().as_bytes());
+            hash.update([0]);
+            hash.update(Sha256::digest(bytes));
+        }
+        hash.update(identity_hash.as_bytes());
+        let revision = format!("r-{}", short(&hex::encode(hash.finalize())));
+        let identity = Arc::new(index);
+        Ok(Snapshot {
+            revision: revision.into(),
+            functions: cel::Functions::new(env, identity.clone()),
+            policies,
+            identity,
+            identity_revision: short(&identity_hash).into(),
+            loaded_at: now_rfc3339(),
+            identity_report,
+        })
+    }
+
+    /// The `principal` of a subject: its identity record, or `{found: false}`.
+    pub fn principal(&self, subject_id: &str) -> serde_json::Value {
+        match self.identity.resolve_user(subject_id) {
+            Some(user) => cel::env::principal_json(&self.identity, user),
+            None => cel::env::unknown_principal(subject_id),
+        }
+    }
+}
+
+fn short(hex: &str) -> &str {
+    hex.get(..12).unwrap_or(hex)
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+// === impl Trigger ===
+
+impl Trigger {
+    /// Label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::File => "file",
+            Trigger::Signal => "signal",
+            Trigger::Admin => "admin",
+        }
+    }
+}
+
+// === impl Store ===
+
+impl Store {
+    /// Builds the first snapshot; fails if it cannot (the process must not start without one).
+    pub fn open(sources: Sources, metrics: Arc<Metrics>) -> Result<Store, BuildError> {
+        let env = cel::Env::new();
+        let snapshot = Snapshot::build(&sources, &env)?;
+        let status = Status {
+            at: snapshot.loaded_at.clone(),
+            trigger: "startup",
+            ok: true,
+            revision: snapshot.revision.to_string(),
+            changed: true,
+            error: None,
+        };
+        Ok(Store {
+            current: ArcSwap::from_pointee(snapshot),
+            sources,
+            env,
+            metrics,
+            reload_lock: Mutex::new(()),
+            status: Mutex::new(status),
+        })
+    }
+
+    /// The snapshot serving now. Call once per request and pass the `Arc` down.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// The last reload's outcome.
+    pub fn status(&self) -> Status {
+        self.status.lock().clone()
+    }
+
+    /// The sources snapshots are built from.
+    pub fn sources(&self) -> &Sources {
+        &self.sources
+    }
+
+    /// Rebuilds from the sources and swaps if the build succeeds and the inputs changed.
+    /// Blocking: call from `spawn_blocking` or a plain thread.
+    pub fn reload(&self, trigger: Trigger) -> Result<Arc<str>, Arc<BuildError>> {
+        let _guard = self.reload_lock.lock();
+        let result = Snapshot::build(&self.sources, &self.env);
+        let mut status = Status {
+            at: now_rfc3339(),
+            trigger: trigger.as_str(),
+            ok: true,
+            revision: String::new(),
+            changed: false,
+            error: None,
+        };
+        let outcome = match result {
+            Ok(snapshot) => {
+                let old = self.current.load();
+                if old.revision == snapshot.revision {
+                    tracing::debug!(revision = %old.revision, trigger = trigger.as_str(), "reload: inputs unchanged");
+                } else {
+                    tracing::info!(
+                        from = %old.revision, to = %snapshot.revision, trigger = trigger.as_str(),
+                        "reload: new snapshot serving"
+                    );
+                    status.changed = true;
+                    self.current.store(Arc::new(snapshot));
+                }
+                Ok(self.current.load().revision.clone())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, trigger = trigger.as_str(), "reload failed; previous snapshot keeps serving");
+                status.ok = false;
+                status.error = Some(e.to_string());
+                Err(Arc::new(e))
+            }
+        };
+        status.revision = self.current.load().revision.to_string();
+        self.metrics.reload(trigger.as_str(), status.ok);
+        *self.status.lock() = status;
+        outcome
+    }
+}
+
+/// Watches the sources and reloads after each burst of changes; stops when `shutdown` fires.
+///
+/// Directories are watched rather than files: an editor's save-by-rename and a ConfigMap update
+/// (a new `..2024_…` directory, then an atomic rename of the `..data` symlink) both replace the
+/// file a file-watch would be holding. Events are filtered to the policy directory and the
+/// identity file (plus `..`-prefixed ConfigMap entries beside it), so a decision log written in
+/// the same directory does not cause reloads.
+pub fn watch(
+    store: Arc<Store>,
+    debounce: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
+    use notify::Watcher;
+    // Sender: the notify thread, one message per relevant event. Receiver: the debounce task
+    // below. Closed when the watcher (owned by the task) is dropped at shutdown.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(64);
+    let sources = store.sources().clone();
+    let filter = sources.clone();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(event) = res
+            && event.paths.iter().any(|p| relevant(&filter, p)) {
+                // A full channel already holds a pending reload; dropping this event is fine.
+                let _ = tx.try_send(());
+            }
+    })?;
+    watcher.watch(&sources.policy_dir, notify::RecursiveMode::Recursive)?;
+    if let Some(dir) = sources.identity_file.as_deref().and_then(Path::parent) {
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        if !dir.starts_with(&sources.policy_dir) {
+            watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
+        }
+    }
+    Ok(tokio::spawn(async move {
+        let _watcher = watcher;
+        loop {
+            tokio::select! {
+                got = rx.recv() => if got.is_none() { break },
+                _ = shutdown.changed() => break,
+            }
+            // Debounce: wait until no event arrives for `debounce`.
+            while let Ok(Some(())) = tokio::time::timeout(debounce, rx.recv()).await {}
+            let s = store.clone();
+            if tokio::task::spawn_blocking(move || s.reload(Trigger::File)).await.is_err() {
+                tracing::error!("reload task panicked");
+            }
+        }
+    }))
+}
+
+fn relevant(sources: &Sources, path: &Path) -> bool {
+    if path.starts_with(&sources.policy_dir) {
+        return true;
+    }
+    let Some(identity) = &sources.identity_file else { return false };
+    if path == identity {
+        return true;
+    }
+    let same_dir = path.parent().map(normalize) == identity.parent().map(normalize);
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    same_dir && name.starts_with("..")
+}
+
+fn normalize(p: &Path) -> PathBuf {
+    if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() }
+}
+
+/// The identity data of a deployment without an identity file: no users, so every subject's
+/// `principal.found` is false.
+const EMPTY_SNAPSHOT: &str =
+    r#"{"version":1,"users":[],"groups":[],"apps":[],"entitlements":[],"accounts":[],"grants":[]}"#;

@@ -1,0 +1,128 @@
+//! Bad input: each gets its status and a JSON error that names the problem, and the server
+//! keeps serving.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use crate::util::{Client, TestServer, eval_request};
+
+const EVAL: &str = "/access/v1/evaluation";
+
+#[track_caller]
+fn expect_error(resp: crate::util::Response, status: u16, needle: &str) {
+    assert_eq!(resp.status, status, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    let v = resp.json();
+    let message = v["message"].as_str().unwrap_or_default();
+    assert!(v["error"].is_string(), "{v}");
+    assert!(message.contains(needle), "message {message:?} lacks {needle:?}");
+}
+
+fn still_serving(server: &TestServer) {
+    let ok = server.client().post_json(EVAL, &eval_request("u-bob", "provision", "cloud.vm", "vm"));
+    assert_eq!(ok.status, 200);
+}
+
+#[test]
+fn malformed_and_misshapen_json() {
+    let server = TestServer::example("provisioning");
+    let mut c = server.client();
+    let json = [("content-type", "application/json")];
+    expect_error(c.request("POST", EVAL, &json, b"{\"subject\":"), 400, "malformed JSON");
+    expect_error(c.request("POST", EVAL, &json, b"[1,2]"), 400, "must be a JSON object");
+    expect_error(c.request("POST", EVAL, &json, b""), 400, "malformed JSON");
+    let mut v = eval_request("u", "a", "t", "r");
+    v["subject"]["id"] = serde_json::json!(42);
+    expect_error(c.post_json(EVAL, &v), 400, "subject.id: must be a string");
+    let mut v = eval_request("u", "a", "t", "r");
+    v.as_object_mut().unwrap().remove("action");
+    expect_error(c.post_json(EVAL, &v), 400, "action: missing required member");
+    let mut v = eval_request("u", "a", "t", "r");
+    v["resource"]["properties"] = serde_json::json!("x");
+    expect_error(c.post_json(EVAL, &v), 400, "resource.properties: must be an object");
+    let mut v = eval_request("u", "a", "t", "r");
+    v["context"] = serde_json::json!([1]);
+    expect_error(c.post_json(EVAL, &v), 400, "context: must be an object");
+    // Unknown members are ignored (AuthZEN §10.1.1).
+    let mut v = eval_request("u-bob", "provision", "cloud.vm", "vm");
+    v["subject"]["_note"] = serde_json::json!("ignored");
+    v["extra"] = serde_json::json!({"x": 1});
+    assert_eq!(c.post_json(EVAL, &v).status, 200);
+    // Invalid UTF-8 inside a string.
+    let mut raw = br#"{"subject":{"type":"user","id":""#.to_vec();
+    raw.extend_from_slice(&[0xff, 0xfe]);
+    raw.extend_from_slice(br#""},"action":{"name":"a"},"resource":{"type":"t","id":"r"}}"#);
+    expect_error(c.request("POST", EVAL, &json, &raw), 400, "malformed JSON");
+    still_serving(&server);
+}
+
+#[test]
+fn content_type_size_and_depth_limits() {
+    let server = TestServer::example("provisioning");
+    let mut c = server.client();
+    let body = serde_json::to_vec(&eval_request("u", "a", "t", "r")).unwrap();
+    expect_error(c.request("POST", EVAL, &[("content-type", "text/plain")], &body), 415, "application/json");
+    expect_error(Client::connect(server.addr).request("POST", EVAL, &[], &body), 415, "application/json");
+    let huge = vec![b' '; 2 << 20];
+    expect_error(
+        Client::connect(server.addr).request("POST", EVAL, &[("content-type", "application/json")], &huge),
+        413,
+        "exceeds",
+    );
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    expect_error(c.request("POST", EVAL, &[("content-type", "application/json")], deep.as_bytes()), 400, "nesting");
+    still_serving(&server);
+}
+
+#[test]
+fn unknown_routes_and_methods() {
+    let server = TestServer::example("provisioning");
+    let mut c = server.client();
+    expect_error(c.get("/nope"), 404, "/nope");
+    let r = c.get(EVAL);
+    assert_eq!(r.header("allow"), Some("POST"));
+    expect_error(r, 405, "POST");
+    expect_error(c.request("DELETE", "/.well-known/authzen-configuration", &[], b""), 405, "GET");
+    still_serving(&server);
+}
+
+#[test]
+fn slow_clients_are_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::util::copy_dir(&crate::util::repo().join("examples/provisioning"), dir.path());
+    let config = dir.path().join("verdict.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[server]\n",
+        "[server]\nheader_read_timeout_ms = 300\nbody_read_timeout_ms = 300\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let server = TestServer::start(&config, dir, &[]);
+
+    // A head that never finishes: the connection is closed after the header timeout.
+    let mut slow = Client::connect(server.addr);
+    slow.send_raw(b"POST /access/v1/evaluation HTTP/1.1\r\nhost: x\r\n").unwrap();
+    let started = Instant::now();
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    std::io::Write::write_all(&mut stream, b"POST /access/v1/evaluation HTTP/1.1\r\n").unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = Vec::new();
+    let _ = stream.read_to_end(&mut buf);
+    assert!(started.elapsed() < Duration::from_secs(3), "slow head was not cut off");
+
+    // A body that never arrives: 408 after the body timeout.
+    let mut c = Client::connect(server.addr);
+    c.send_raw(b"POST /access/v1/evaluation HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"sub")
+        .unwrap();
+    let resp = c.read_response().unwrap();
+    assert_eq!(resp.status, 408);
+    assert!(resp.json()["message"].as_str().unwrap().contains("not received"));
+    still_serving(&server);
+}
+
+#[test]
+fn x_request_id_is_echoed_on_errors_too() {
+    let server = TestServer::example("provisioning");
+    let r = server.client().request("POST", EVAL, &[("content-type", "application/json"), ("x-request-id", "abc-1")], b"{");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.header("x-request-id"), Some("abc-1"));
+}

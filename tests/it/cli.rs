@@ -1,0 +1,98 @@
+//! The CLI as a user runs it: `check`, `test`, `eval`, `log verify`.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::util::{TestServer, bin, copy_dir, eval_request, repo};
+
+fn run(args: &[&str], dir: &std::path::Path) -> (bool, String, String) {
+    let out = Command::new(bin()).args(args).current_dir(dir).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn check_accepts_every_example_and_the_default() {
+    for example in ["authzen-todo", "provisioning", "access-requests"] {
+        let (ok, out, err) = run(&["check", "--config", &format!("examples/{example}/verdict.toml")], &repo());
+        assert!(ok, "{example}: {out}{err}");
+        assert!(out.starts_with("ok: "), "{out}");
+    }
+    let (ok, out, err) = run(&["check"], &repo());
+    assert!(ok, "{out}{err}");
+}
+
+#[test]
+fn check_prints_every_error_with_file_line_and_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("policies/a.yaml"),
+        "policy: a\napplies_to: { actions: [read] }\nrules:\n  - name: typo\n    when: subjct.id == 'x'\n    effect: allow\n  - name: bad-effect\n    when: 'true'\n    effect: permit\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("policies/b.yaml"), "policy: b\nrules: [\n").unwrap();
+    std::fs::write(dir.path().join("verdict.toml"), "[identity]\nfile = \"\"\n").unwrap();
+    let (ok, _, err) = run(&["check"], dir.path());
+    assert!(!ok);
+    assert!(err.contains("policies/a.yaml:5: rule `typo`: unknown variable `subjct`"), "{err}");
+    assert!(err.contains("policies/a.yaml:9: rule `bad-effect`: effect must be `allow` or `deny`"), "{err}");
+    assert!(err.contains("policies/b.yaml:") && err.contains("invalid YAML"), "{err}");
+    assert!(err.contains("3 error(s)"), "{err}");
+}
+
+#[test]
+fn test_runs_the_cases_beside_the_policies() {
+    for example in ["provisioning", "access-requests", "authzen-todo"] {
+        let (ok, out, err) = run(&["test", "--config", &format!("examples/{example}/verdict.toml")], &repo());
+        assert!(ok, "{example}: {out}{err}");
+        assert!(out.contains(" passed, 0 failed"), "{out}");
+    }
+    // A failing case says what differed and fails the command.
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo().join("examples/provisioning"), dir.path());
+    let cases = dir.path().join("policies/provisioning_test.yaml");
+    let text = std::fs::read_to_string(&cases).unwrap().replacen("decision: true", "decision: false", 1);
+    std::fs::write(&cases, text).unwrap();
+    let (ok, out, _) = run(&["test"], dir.path());
+    assert!(!ok);
+    assert!(out.contains("FAIL") && out.contains("decision: want false, got true"), "{out}");
+    assert!(out.contains("1 failed"), "{out}");
+}
+
+#[test]
+fn eval_decides_one_request_from_stdin() {
+    let mut child = Command::new(bin())
+        .args(["eval", "--config", "examples/provisioning/verdict.toml"])
+        .current_dir(repo())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let req = std::fs::read(repo().join("examples/provisioning/requests/cel-allow.json")).unwrap();
+    child.stdin.take().unwrap().write_all(&req).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["decision"], true);
+    assert_eq!(v["context"]["decided_by"], "rule:provisioning/tiny-resources");
+}
+
+#[test]
+fn log_verify_detects_tampering() {
+    let server = TestServer::example("provisioning");
+    let mut c = server.client();
+    for _ in 0..20 {
+        assert_eq!(c.post_json("/access/v1/evaluation", &eval_request("u-bob", "provision", "cloud.vm", "v")).status, 200);
+    }
+    let log = server.log_path();
+    let (ok, out, _) = run(&["log", "verify", log.to_str().unwrap()], &repo());
+    assert!(ok && out.contains("20 records"), "{out}");
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let tampered = text.replacen("\"decision\":false", "\"decision\":true", 1);
+    assert_ne!(text, tampered);
+    std::fs::write(&log, tampered).unwrap();
+    let (ok, out, err) = run(&["log", "verify", log.to_str().unwrap()], &repo());
+    assert!(!ok, "{out}{err}");
+    assert!(out.contains("hash mismatch"), "{out}");
+}
