@@ -16,6 +16,8 @@
 //! | `identity.managers(uid)`, `identity.directReports(uid)` | list of user maps |
 //! | `identity.accountsOf(uid)`, `identity.accountsIn(uid, app)` | list of account maps |
 //! | `identity.usernameTaken(name)`, `identity.emailTaken(email)` | bool |
+//!
+//! A `uid` argument may be a user's id, email or username, like the request's `subject.id`.
 
 use std::sync::Arc;
 
@@ -65,34 +67,34 @@ impl Functions {
         add("identity.userByUsername", Box::new(|ix, a| user_or_null(ix, ix.user_by_username(arg(a, 0)))));
         add(
             "identity.groupsOf",
-            Box::new(|ix, a| list(ix.groups_of(arg(a, 0)).into_iter().map(|g| Value::from(g.name.as_str())))),
+            Box::new(|ix, a| list(ix.groups_of(uid(ix, a)).into_iter().map(|g| Value::from(g.name.as_str())))),
         );
-        add("identity.inGroup", Box::new(|ix, a| Value::Bool(ix.in_group(arg(a, 0), arg(a, 1)))));
-        add("identity.hasApp", Box::new(|ix, a| Value::Bool(ix.has_app(arg(a, 0), arg(a, 1)))));
+        add("identity.inGroup", Box::new(|ix, a| Value::Bool(ix.in_group(uid(ix, a), arg(a, 1)))));
+        add("identity.hasApp", Box::new(|ix, a| Value::Bool(ix.has_app(uid(ix, a), arg(a, 1)))));
         add(
             "identity.hasEntitlement",
-            Box::new(|ix, a| Value::Bool(ix.has_entitlement(arg(a, 0), arg(a, 1), arg(a, 2)))),
+            Box::new(|ix, a| Value::Bool(ix.has_entitlement(uid(ix, a), arg(a, 1), arg(a, 2)))),
         );
-        add("identity.grantsOf", Box::new(|ix, a| list(ix.grants_of(arg(a, 0)).into_iter().map(to_value))));
+        add("identity.grantsOf", Box::new(|ix, a| list(ix.grants_of(uid(ix, a)).into_iter().map(to_value))));
         add(
             "identity.entitlementsOf",
             Box::new(|ix, a| list(ix.entitlements_of(arg(a, 0)).into_iter().map(to_value))),
         );
         add(
             "identity.managers",
-            Box::new(|ix, a| list(ix.managers(arg(a, 0)).into_iter().map(|u| user_value(ix, u)))),
+            Box::new(|ix, a| list(ix.managers(uid(ix, a)).into_iter().map(|u| user_value(ix, u)))),
         );
         add(
             "identity.directReports",
-            Box::new(|ix, a| list(ix.direct_reports(arg(a, 0)).into_iter().map(|u| user_value(ix, u)))),
+            Box::new(|ix, a| list(ix.direct_reports(uid(ix, a)).into_iter().map(|u| user_value(ix, u)))),
         );
         add(
             "identity.accountsOf",
-            Box::new(|ix, a| list(ix.accounts_of(arg(a, 0), None).into_iter().map(to_value))),
+            Box::new(|ix, a| list(ix.accounts_of(uid(ix, a), None).into_iter().map(to_value))),
         );
         add(
             "identity.accountsIn",
-            Box::new(|ix, a| list(ix.accounts_of(arg(a, 0), Some(arg(a, 1))).into_iter().map(to_value))),
+            Box::new(|ix, a| list(ix.accounts_of(uid(ix, a), Some(arg(a, 1))).into_iter().map(to_value))),
         );
         add("identity.usernameTaken", Box::new(|ix, a| Value::Bool(ix.username_taken(arg(a, 0)))));
         add("identity.emailTaken", Box::new(|ix, a| Value::Bool(ix.email_taken(arg(a, 0)))));
@@ -112,6 +114,13 @@ fn arity(name: &str) -> usize {
         "identity.hasEntitlement" => 3,
         _ => 1,
     }
+}
+
+/// The first argument as a user id: callers may pass whatever identifier the request carried
+/// (id, email or username), as the subject is matched when the principal is looked up.
+fn uid<'a>(index: &'a Index, args: &'a [Arc<String>]) -> &'a str {
+    let given = arg(args, 0);
+    index.resolve_user(given).map_or(given, |u| u.id.as_str())
 }
 
 fn arg(args: &[Arc<String>], i: usize) -> &str {

@@ -21,7 +21,19 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Verify { path } => {
             let report = decision_log::verify(&path)?;
             println!("{report}");
-            Ok(if report.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            if let Some(torn) = &report.torn_tail {
+                println!("warning: {torn}");
+            }
+            match &report.problem {
+                None => {
+                    println!("chain intact");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(problem) => {
+                    println!("TAMPERED: {problem}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
     }
 }

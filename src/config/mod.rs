@@ -183,6 +183,9 @@ impl Config {
             None => (String::new(), PathBuf::new(), "defaults".to_owned()),
         };
         let parse_path = path.map(Path::to_path_buf).unwrap_or_default();
+        // Parsing the text as written first gives unknown keys and type errors their line.
+        toml::from_str::<RawConfig>(&text)
+            .map_err(|e| Error::Parse { path: parse_path.clone(), message: e.to_string() })?;
         let mut table: toml::Table = toml::from_str(&text).map_err(|e| Error::Parse {
             path: parse_path.clone(),
             message: e.to_string(),

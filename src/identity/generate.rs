@@ -61,8 +61,8 @@ const EXPIRES_DAYS: u64 = 365;
 /// The size of snapshot to generate (sizes from notes/identity-data.md §5.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
-    /// 300 users, 40 groups, 20 apps / 200 entitlements, ~1.9k accounts, ~3.6k grants
-    /// (about 0.8 MB): for unit tests.
+    /// 300 users, 40 groups / ~1.2k memberships, 20 apps / 200 entitlements, ~2k accounts,
+    /// ~3.8k grants (about 0.9 MB): for unit tests.
     Small,
     /// 5,000 users, 800 groups / ~35k memberships, 150 apps / 6,000 entitlements, ~62k
     /// accounts, ~127k grants (about 29 MB): the default fixture.

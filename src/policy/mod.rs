@@ -351,10 +351,11 @@ fn parse_policy(path: &Path, text: &str, env: &cel::Env, errors: &mut Vec<LoadEr
         Some(Node::Seq { items, .. }) => {
             let mut seen = HashSet::new();
             for item in items {
-                if let Some(rule) = parse_rule(path, &policy_name, item, env, errors) {
-                    if !seen.insert(rule.name.clone()) {
-                        errors.push(located(path, rule.line, Some(&rule.name), "duplicate rule name".to_owned()));
+                if let Some(name) = rule_name(item)
+                    && !seen.insert(name.to_owned()) {
+                        errors.push(located(path, item.line(), Some(name), "duplicate rule name".to_owned()));
                     }
+                if let Some(rule) = parse_rule(path, &policy_name, item, env, errors) {
                     rules.push(rule);
                 }
             }
@@ -446,6 +447,11 @@ fn parse_rule(
         reason: reason.map(Into::into),
         on_error,
     })
+}
+
+fn rule_name(node: &Node) -> Option<&str> {
+    let Node::Map { entries, .. } = node else { return None };
+    entries.iter().find(|(k, _)| k.as_str() == Some("name")).and_then(|(_, v)| v.as_str())
 }
 
 fn parse_effect(path: &Path, node: &Node, rule: Option<&str>, errors: &mut Vec<LoadError>) -> Option<Effect> {

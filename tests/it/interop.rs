@@ -108,7 +108,8 @@ fn batch_semantics_short_circuit() {
     let mut with_ctx = body("execute_all");
     with_ctx["options"]["verdict_item_context"] = Value::Bool(true);
     let v = c.post_json("/access/v1/evaluations", &with_ctx).json();
-    assert!(v["evaluations"][1]["context"]["decided_by"].as_str().unwrap().starts_with("rule:todo/"));
+    assert_eq!(v["evaluations"][0]["context"]["decided_by"], "rule:todo/create");
+    assert_eq!(v["evaluations"][1]["context"]["decided_by"], "default");
     assert_eq!(v["context"]["decisions"].as_array().unwrap().len(), 3);
 }
 
