@@ -156,11 +156,8 @@ impl Snapshot {
     }
 
     /// The `principal` of a subject: its identity record, or `{found: false}`.
-    pub fn principal(&self, subject_id: &str) -> serde_json::Value {
-        match self.identity.resolve_user(subject_id) {
-            Some(user) => cel::env::principal_json(&self.identity, user),
-            None => cel::env::unknown_principal(subject_id),
-        }
+    pub fn principal(&self, subject_id: &str) -> Arc<serde_json::Value> {
+        self.functions.principal(&self.identity, subject_id)
     }
 }
 

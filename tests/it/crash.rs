@@ -65,3 +65,27 @@ fn kill_9_loses_no_answered_decision() {
     let out = String::from_utf8_lossy(&verify.stdout);
     assert!(verify.status.success() && !out.contains("torn"), "{out}");
 }
+
+#[test]
+fn an_unwritable_log_means_503_never_an_unlogged_answer() {
+    let server = TestServer::example("provisioning");
+    let mut c = server.client();
+    let req = eval_request("u-bob", "provision", "cloud.vm", "vm");
+    assert_eq!(c.post_json("/access/v1/evaluation", &req).status, 200);
+    // Replace the active log file with a directory: every write now fails.
+    let log = server.log_path();
+    std::fs::remove_file(&log).unwrap();
+    std::fs::create_dir(&log).unwrap();
+    let r = c.post_json("/access/v1/evaluation", &req);
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(r.json()["message"].as_str().unwrap().contains("decision log"), "{}", r.json());
+    let metrics = String::from_utf8(server.admin_client().get("/metrics").body).unwrap();
+    assert!(metrics.contains("verdict_decision_log_unavailable_total 1"), "{metrics}");
+    // Once the path is writable again, decisions flow and are logged.
+    std::fs::remove_dir(&log).unwrap();
+    let r = c.post_json("/access/v1/evaluation", &req);
+    assert_eq!(r.status, 200);
+    let records = log_records(&log);
+    assert_eq!(records.last().unwrap()["id"].as_str(), r.header("x-decision-id"));
+}
