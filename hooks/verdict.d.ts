@@ -249,7 +249,12 @@ export type HookResult = {
   outputs?: JsonObject;
 };
 
-/** The shape of a hook's default export. */
+/**
+ * The shape of a hook's default export. Prefer declaring the function with an explicit return
+ * type, `async function decide(req: DecisionRequest, sdk: Sdk): Promise<HookResult>`: TypeScript
+ * then also rejects unknown keys in returned object literals (`{ decision: true, allow: true }`),
+ * which it does not check for an arrow function assigned to a `Hook`-typed variable.
+ */
 export type Hook = (req: DecisionRequest, sdk: Sdk) => HookResult | Promise<HookResult>;
 
 // ---------------------------------------------------------------------------------------------

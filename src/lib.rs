@@ -43,6 +43,7 @@ pub mod cli;
 pub mod config;
 pub mod decision;
 pub mod decision_log;
+pub mod hooks;
 pub mod hookstate;
 pub mod identity;
 pub mod metrics;

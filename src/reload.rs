@@ -14,6 +14,7 @@
 //! SIGHUP, and `POST /v1/reload` on the admin listener. Sources are "a directory of files"
 //! today; a bundle source would produce the same [`Sources`] and slot in beside it.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,9 @@ use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
 use crate::cel;
+use crate::config::{Config, HookSettings};
+use crate::hooks::{self, HookSpec};
+use crate::hookstate::Versions;
 use crate::identity::{self, Index};
 use crate::metrics::Metrics;
 use crate::policy;
@@ -34,6 +38,23 @@ pub struct Sources {
     pub policy_dir: PathBuf,
     /// Identity snapshot file.
     pub identity_file: Option<PathBuf>,
+    /// Hook directory, settings and secrets.
+    pub hooks: HookSources,
+}
+
+/// Where hooks come from.
+#[derive(Debug, Clone, Default)]
+pub struct HookSources {
+    /// Directory of `*.ts` hooks (absent: no file hooks).
+    pub dir: Option<PathBuf>,
+    /// Every deployed version; `None` compiles the files as they are (check, test, eval).
+    pub versions: Option<Arc<Versions>>,
+    /// `[hook.NAME]` settings.
+    pub settings: std::collections::BTreeMap<String, HookSettings>,
+    /// Secret files directory.
+    pub secrets_dir: Option<PathBuf>,
+    /// Secret values given directly (test files); checked before the environment.
+    pub secrets: std::collections::BTreeMap<String, String>,
 }
 
 /// All compiled state of one revision.
@@ -53,11 +74,16 @@ pub struct Snapshot {
     pub loaded_at: String,
     /// Dangling references and other warnings from the identity data.
     pub identity_report: identity::LoadReport,
+    /// Compiled hooks at their active versions, by name.
+    pub hooks: HashMap<Arc<str>, Arc<HookSpec>>,
 }
 
 /// Why a snapshot could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// One or more hooks do not compile or are misconfigured.
+    #[error("{} hook error(s): {}", .0.len(), .0.join("; "))]
+    Hooks(Vec<String>),
     /// One or more policies are invalid.
     #[error(transparent)]
     Policies(#[from] policy::LoadErrors),
@@ -133,7 +159,9 @@ impl Snapshot {
                 (index, report, "none".to_owned())
             }
         };
-        let (policies, files) = policy::Set::load(&sources.policy_dir, env)?;
+        let hooks = build_hooks(&sources.hooks)?;
+        let hook_names: std::collections::HashSet<String> = hooks.keys().map(|k| k.to_string()).collect();
+        let (policies, files) = policy::Set::load(&sources.policy_dir, env, Some(&hook_names))?;
         let mut hash = Sha256::new();
         for (path, bytes) in &files {
             let rel = path.strip_prefix(&sources.policy_dir).unwrap_or(path);
@@ -142,6 +170,12 @@ impl Snapshot {
             hash.update(Sha256::digest(bytes));
         }
         hash.update(identity_hash.as_bytes());
+        let mut versions: Vec<_> = hooks.values().map(|h| format!("{}@{}", h.compiled.name, h.compiled.version)).collect();
+        versions.sort();
+        for v in versions {
+            hash.update(v.as_bytes());
+            hash.update([0]);
+        }
         let revision = format!("r-{}", short(&hex::encode(hash.finalize())));
         let identity = Arc::new(index);
         Ok(Snapshot {
@@ -152,6 +186,7 @@ impl Snapshot {
             identity_revision: short(&identity_hash).into(),
             loaded_at: now_rfc3339(),
             identity_report,
+            hooks,
         })
     }
 
@@ -159,6 +194,150 @@ impl Snapshot {
     pub fn principal(&self, subject_id: &str) -> Arc<serde_json::Value> {
         self.functions.principal(&self.identity, subject_id)
     }
+}
+
+// === impl Sources ===
+
+impl Sources {
+    /// The sources a config names; `versions` is the hook state (serve) or `None` (CLI tools).
+    pub fn from_config(config: &Config, versions: Option<Arc<Versions>>) -> Sources {
+        Sources {
+            policy_dir: config.policy_dir.clone(),
+            identity_file: config.identity_file.clone(),
+            hooks: HookSources {
+                dir: Some(config.hooks.dir.clone()),
+                versions,
+                settings: config.hooks.settings.clone(),
+                secrets_dir: config.hooks.secrets_dir.clone(),
+                secrets: std::collections::BTreeMap::new(),
+            },
+        }
+    }
+}
+
+/// Compiles every hook: the `*.ts` files of the hook directory and any hook deployed only
+/// through the admin API. With a version store, each file is recorded (only once it
+/// compiled) and the store's active version is the one served.
+fn build_hooks(src: &HookSources) -> Result<HashMap<Arc<str>, Arc<HookSpec>>, BuildError> {
+    let mut errors = Vec::new();
+    let mut files = std::collections::BTreeMap::new();
+    if let Some(dir) = src.dir.as_deref().filter(|d| d.is_dir()) {
+        for path in hook_files(dir) {
+            let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+            if !crate::hookstate::valid_name(&name) {
+                errors.push(format!("{}: hook names use letters, digits, `-` and `_`", path.display()));
+                continue;
+            }
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    files.insert(name, (path, text));
+                }
+                Err(e) => errors.push(format!("{}: cannot read: {e}", path.display())),
+            }
+        }
+    }
+    let mut names: std::collections::BTreeSet<String> = files.keys().cloned().collect();
+    if let Some(v) = &src.versions {
+        names.extend(v.deployed_names());
+    }
+    let mut out = HashMap::new();
+    for name in names {
+        let file = files.get(&name);
+        let compiled = match (file, &src.versions) {
+            (Some((path, text)), None) => hooks::compile(&name, path, text).map_err(|e| e.to_string()),
+            (file, Some(versions)) => {
+                // The file's source must compile before it is recorded as a version.
+                let file_ok = match file {
+                    Some((path, text)) => match hooks::compile(&name, path, text) {
+                        Ok(c) => versions.sync_file(&name, text).map(|_| Some(c)).map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    },
+                    None => Ok(None),
+                };
+                file_ok.and_then(|from_file| match versions.active(&name) {
+                    Ok(Some((version, source))) => match from_file {
+                        Some(c) if *c.version == *version => Ok(c),
+                        _ => {
+                            let path = versions.dir().join(&name).join("versions").join(format!("{version}.ts"));
+                            hooks::compile(&name, &path, &source).map_err(|e| e.to_string())
+                        }
+                    },
+                    Ok(None) => from_file.ok_or_else(|| format!("hook `{name}` has no deployed version")),
+                    Err(e) => Err(e.to_string()),
+                })
+            }
+            (None, None) => continue,
+        };
+        let compiled = match compiled {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        let settings = src.settings.get(&name).cloned().unwrap_or_default();
+        let mut secrets = std::collections::BTreeMap::new();
+        for secret in &settings.secrets {
+            match secret_value(src, secret) {
+                Some(v) => {
+                    secrets.insert(secret.clone(), v);
+                }
+                None => errors.push(format!(
+                    "hook `{name}`: secret `{secret}` is declared but not set (VERDICT_SECRET_{secret}{})",
+                    src.secrets_dir.as_ref().map(|d| format!(" or {}/{secret}", d.display())).unwrap_or_default()
+                )),
+            }
+        }
+        let spec = HookSpec {
+            compiled,
+            limits: hooks::Limits {
+                deadline: settings.deadline,
+                memory_bytes: settings.memory_bytes,
+                stack_bytes: settings.stack_bytes,
+                max_output_bytes: settings.max_output_bytes,
+                isolation: if settings.per_call { hooks::Isolation::PerCall } else { hooks::Isolation::Pooled },
+            },
+            config: settings.config.clone(),
+            secrets,
+            fetch: hooks::FetchPolicy {
+                allowed_hosts: settings.allowed_hosts.clone(),
+                timeout: settings.fetch_timeout,
+                max_response_bytes: settings.max_response_bytes,
+                cache_ttl: settings.cache_ttl,
+            },
+        };
+        out.insert(Arc::from(name.as_str()), Arc::new(spec));
+    }
+    if errors.is_empty() { Ok(out) } else { Err(BuildError::Hooks(errors)) }
+}
+
+/// `*.ts` files directly in `dir`, without declarations (`*.d.ts`), tests and hidden files.
+pub fn hook_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            name.ends_with(".ts") && !name.ends_with(".d.ts") && !name.starts_with('.') && p.is_file()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A secret from the test file, the environment (`VERDICT_SECRET_NAME`) or the secrets directory.
+fn secret_value(src: &HookSources, name: &str) -> Option<String> {
+    if let Some(v) = src.secrets.get(name) {
+        return Some(v.clone());
+    }
+    if let Ok(v) = std::env::var(format!("VERDICT_SECRET_{name}")) {
+        return Some(v);
+    }
+    let dir = src.secrets_dir.as_ref()?;
+    let text = std::fs::read_to_string(dir.join(name)).ok()?;
+    Some(text.trim_end_matches(['\n', '\r']).to_owned())
 }
 
 fn short(hex: &str) -> &str {

@@ -8,7 +8,7 @@ use crate::reload::{BuildError, Snapshot, Sources};
 /// Prints `ok …` or every error, one per line.
 pub fn run(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
     let config = super::load_config(args.config.as_deref(), &[])?;
-    let sources = Sources { policy_dir: config.policy_dir.clone(), identity_file: config.identity_file.clone() };
+    let sources = Sources::from_config(&config, None);
     match Snapshot::build(&sources, &crate::cel::Env::new()) {
         Ok(s) => {
             let c = s.identity.counts();

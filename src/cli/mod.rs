@@ -2,6 +2,7 @@
 
 mod check;
 mod eval;
+mod hook;
 mod identity;
 mod log;
 mod serve;
@@ -40,6 +41,9 @@ pub enum Command {
     /// Identity data tools.
     #[command(subcommand)]
     Identity(identity::Command),
+    /// Hook tools.
+    #[command(subcommand)]
+    Hook(hook::Command),
 }
 
 /// Selecting the configuration.
@@ -62,6 +66,7 @@ impl Cli {
             Command::Test(args) => test::run(&args),
             Command::Log(cmd) => log::run(cmd),
             Command::Identity(cmd) => identity::run(cmd),
+            Command::Hook(cmd) => hook::run(cmd),
         }
     }
 }

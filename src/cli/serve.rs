@@ -50,7 +50,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
-    let sources = Sources { policy_dir: config.policy_dir.clone(), identity_file: config.identity_file.clone() };
+    let versions = Arc::new(
+        crate::hookstate::Versions::open(&config.hooks.state_dir).context("cannot open the hook state directory")?,
+    );
+    let sources = Sources::from_config(&config, Some(versions.clone()));
+    let pool = crate::hooks::Pool::spawn(crate::hooks::PoolConfig {
+        workers: config.hooks.workers,
+        queue_capacity: config.hooks.queue_capacity,
+        ..Default::default()
+    })?;
     let store = Arc::new(Store::open(sources, metrics.clone()).context("cannot build the first snapshot")?);
     let log = DecisionLog::spawn(config.decision_log.clone()).context("cannot open the decision log")?;
     let tls = match &config.server.tls {
@@ -75,7 +83,7 @@ async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
         None
     };
 
-    let engine = Engine::new(store.clone(), log.clone(), metrics.clone());
+    let engine = Engine::new(store.clone(), log.clone(), metrics.clone(), pool.clone());
     let limits = Limits {
         max_body_bytes: config.server.max_body_bytes,
         body_read_timeout: config.server.body_read_timeout,
@@ -89,7 +97,13 @@ async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
         grace_period: config.server.shutdown_grace_period,
     };
     let admin_task = admin_listener.map(|l| {
-        let admin = Arc::new(Admin::new(store.clone(), log.clone(), metrics.clone(), config.admin.token.clone()));
+        let admin = Arc::new(Admin::new(
+            store.clone(),
+            log.clone(),
+            metrics.clone(),
+            config.admin.token.clone(),
+            Some(versions.clone()),
+        ));
         let settings = Listener { max_connections: 64, ..settings.clone() };
         tokio::spawn(server::serve(l, None, admin, settings, None, shutdown.subscribe()))
     });

@@ -40,6 +40,12 @@ pub const DEFAULT_DECISION_LOG: &str = "decisions.log";
 pub const DEFAULT_POLICY_DIR: &str = "policies";
 /// Default identity snapshot.
 pub const DEFAULT_IDENTITY_FILE: &str = "identity/fixture.json";
+/// Default hook directory.
+pub const DEFAULT_HOOK_DIR: &str = "hooks";
+/// Default hook state directory (every deployed version).
+pub const DEFAULT_HOOK_STATE_DIR: &str = ".verdict/hooks";
+/// Default hook calls queued before new calls fail fast with 503.
+pub const DEFAULT_HOOK_QUEUE_CAPACITY: usize = 1024;
 /// Default quiet time after a file event before reloading.
 pub const DEFAULT_RELOAD_DEBOUNCE: Duration = Duration::from_millis(50);
 
@@ -58,6 +64,70 @@ pub struct Config {
     pub decision_log: crate::decision_log::Config,
     /// Reload settings.
     pub reload: Reload,
+    /// Hook settings.
+    pub hooks: Hooks,
+}
+
+/// Hook pool and per-hook settings.
+#[derive(Debug, Clone)]
+pub struct Hooks {
+    /// Directory of `*.ts` hooks.
+    pub dir: PathBuf,
+    /// Directory keeping every deployed version.
+    pub state_dir: PathBuf,
+    /// JS worker threads.
+    pub workers: usize,
+    /// Queue capacity in front of the workers.
+    pub queue_capacity: usize,
+    /// Secret files directory, if any.
+    pub secrets_dir: Option<PathBuf>,
+    /// `[hook.NAME]` tables; hooks without one get the defaults.
+    pub settings: std::collections::BTreeMap<String, HookSettings>,
+}
+
+/// The settings of one hook.
+#[derive(Debug, Clone)]
+pub struct HookSettings {
+    /// Deadline of one call.
+    pub deadline: Duration,
+    /// Memory limit.
+    pub memory_bytes: usize,
+    /// Stack limit.
+    pub stack_bytes: usize,
+    /// Largest result.
+    pub max_output_bytes: usize,
+    /// A fresh context for every call.
+    pub per_call: bool,
+    /// Hosts `sdk.fetch` may reach.
+    pub allowed_hosts: Vec<String>,
+    /// Timeout of one fetch.
+    pub fetch_timeout: Duration,
+    /// Largest fetch response.
+    pub max_response_bytes: usize,
+    /// GET cache lifetime.
+    pub cache_ttl: Option<Duration>,
+    /// Declared secret names.
+    pub secrets: Vec<String>,
+    /// `sdk.config`.
+    pub config: serde_json::Value,
+}
+
+impl Default for HookSettings {
+    fn default() -> Self {
+        HookSettings {
+            deadline: crate::hooks::DEFAULT_DEADLINE,
+            memory_bytes: crate::hooks::DEFAULT_MEMORY_BYTES,
+            stack_bytes: crate::hooks::DEFAULT_STACK_BYTES,
+            max_output_bytes: crate::hooks::DEFAULT_MAX_OUTPUT_BYTES,
+            per_call: false,
+            allowed_hosts: Vec::new(),
+            fetch_timeout: crate::hooks::DEFAULT_FETCH_TIMEOUT,
+            max_response_bytes: crate::hooks::DEFAULT_MAX_RESPONSE_BYTES,
+            cache_ttl: None,
+            secrets: Vec::new(),
+            config: serde_json::Value::Object(serde_json::Map::new()),
+        }
+    }
 }
 
 /// Decision listener settings.
@@ -156,6 +226,10 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("VERDICT_DECISION_LOG_MAX_FILES", "decision_log.max_files"),
     ("VERDICT_RELOAD_WATCH", "reload.watch"),
     ("VERDICT_RELOAD_DEBOUNCE_MS", "reload.debounce_ms"),
+    ("VERDICT_HOOK_DIR", "hooks.dir"),
+    ("VERDICT_HOOK_STATE_DIR", "hooks.state_dir"),
+    ("VERDICT_HOOK_WORKERS", "hooks.workers"),
+    ("VERDICT_SECRETS_DIR", "hooks.secrets_dir"),
 ];
 
 // === impl Config ===
@@ -325,6 +399,72 @@ impl Config {
             debounce: raw.reload.debounce_ms.map_or(DEFAULT_RELOAD_DEBOUNCE, Duration::from_millis),
         };
 
+        let h = raw.hooks;
+        let mut settings = std::collections::BTreeMap::new();
+        for (name, r) in raw.hook {
+            let key = |k: &str| format!("hook.{name}.{k}");
+            if !crate::hookstate::valid_name(&name) {
+                bad(&format!("hook.{name}"), "hook names use letters, digits, `-` and `_`".to_owned());
+            }
+            let d = HookSettings::default();
+            let per_call = match r.isolation.as_deref() {
+                None | Some("pooled") => false,
+                Some("per-call") => true,
+                Some(other) => {
+                    bad(&key("isolation"), format!("`{other}` is not one of `pooled`, `per-call`"));
+                    false
+                }
+            };
+            let mut secrets = r.secrets.unwrap_or_default();
+            for s in &secrets {
+                if s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    bad(&key("secrets"), format!("`{s}` is not a secret name (letters, digits, `_`)"));
+                }
+            }
+            secrets.sort();
+            secrets.dedup();
+            let config = match r.config {
+                None => d.config.clone(),
+                Some(t) => serde_json::to_value(t).unwrap_or_else(|e| {
+                    bad(&key("config"), e.to_string());
+                    serde_json::Value::Null
+                }),
+            };
+            settings.insert(
+                name.clone(),
+                HookSettings {
+                    deadline: r.deadline_ms.map_or(d.deadline, Duration::from_millis),
+                    memory_bytes: r.memory_mb.map_or(d.memory_bytes, |m| to_usize(m.saturating_mul(1 << 20))),
+                    stack_bytes: r.stack_kb.map_or(d.stack_bytes, |k| to_usize(k.saturating_mul(1 << 10))),
+                    max_output_bytes: r.max_output_bytes.map_or(d.max_output_bytes, to_usize),
+                    per_call,
+                    allowed_hosts: r.allowed_hosts.unwrap_or_default(),
+                    fetch_timeout: r.fetch_timeout_ms.map_or(d.fetch_timeout, Duration::from_millis),
+                    max_response_bytes: r.max_response_bytes.map_or(d.max_response_bytes, to_usize),
+                    cache_ttl: r.cache_ttl_ms.filter(|t| *t > 0).map(Duration::from_millis),
+                    secrets,
+                    config,
+                },
+            );
+        }
+        let workers = match h.workers {
+            None | Some(0) => std::thread::available_parallelism().map_or(2, usize::from),
+            Some(n) => to_usize(n),
+        };
+        let hooks = Hooks {
+            dir: resolve(h.dir.as_deref().unwrap_or(DEFAULT_HOOK_DIR)),
+            state_dir: resolve(h.state_dir.as_deref().unwrap_or(DEFAULT_HOOK_STATE_DIR)),
+            workers,
+            queue_capacity: to_usize(positive(
+                h.queue_capacity,
+                DEFAULT_HOOK_QUEUE_CAPACITY as u64,
+                "hooks.queue_capacity",
+                &mut bad,
+            )),
+            secrets_dir: h.secrets_dir.as_deref().map(resolve),
+            settings,
+        };
+
         if !problems.is_empty() {
             return Err(Error::Invalid { source_name: source_name.to_owned(), problems });
         }
@@ -345,6 +485,7 @@ impl Config {
             identity_file,
             decision_log,
             reload,
+            hooks,
         })
     }
 }
@@ -352,7 +493,7 @@ impl Config {
 /// Writes an override into the TOML table at its dotted key; numbers and booleans are parsed as
 /// TOML literals so `VERDICT_MAX_CONNECTIONS=10` is an integer.
 fn set_key(table: &mut toml::Table, key: &str, value: String) {
-    const STRING_KEYS: &[&str] = &["listen", "token", "dir", "file", "path", "durability"];
+    const STRING_KEYS: &[&str] = &["listen", "token", "dir", "file", "path", "durability", "state_dir", "secrets_dir"];
     let last = key.rsplit('.').next().unwrap_or(key);
     let mut literal = Some(if STRING_KEYS.contains(&last) {
         toml::Value::String(value)

@@ -27,6 +27,56 @@ pub struct RawConfig {
     /// How reloads are triggered.
     #[serde(default)]
     pub reload: RawReload,
+    /// The hook pool and where hooks come from.
+    #[serde(default)]
+    pub hooks: RawHooks,
+    /// Per-hook settings, `[hook.NAME]`.
+    #[serde(default)]
+    pub hook: std::collections::BTreeMap<String, RawHook>,
+}
+
+/// `[hooks]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHooks {
+    /// Directory of `*.ts` hooks.
+    pub dir: Option<String>,
+    /// Directory keeping every deployed hook version.
+    pub state_dir: Option<String>,
+    /// JS worker threads; 0 means one per core.
+    pub workers: Option<u64>,
+    /// Hook calls queued before new ones fail fast with 503.
+    pub queue_capacity: Option<u64>,
+    /// Directory of secret files (a Kubernetes secret mount); `VERDICT_SECRET_<NAME>` otherwise.
+    pub secrets_dir: Option<String>,
+}
+
+/// `[hook.NAME]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHook {
+    /// Wall-clock deadline of one call, in milliseconds.
+    pub deadline_ms: Option<u64>,
+    /// Memory limit of the hook's runtime, in MiB.
+    pub memory_mb: Option<u64>,
+    /// Stack limit, in KiB.
+    pub stack_kb: Option<u64>,
+    /// Largest result (reason and outputs), in bytes.
+    pub max_output_bytes: Option<u64>,
+    /// `pooled` (default) or `per-call`.
+    pub isolation: Option<String>,
+    /// Hosts (`host` or `host:port`) `sdk.fetch` may reach.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Timeout of one fetch, in milliseconds.
+    pub fetch_timeout_ms: Option<u64>,
+    /// Largest fetch response, in bytes.
+    pub max_response_bytes: Option<u64>,
+    /// Cache GET responses for this long, in milliseconds; 0 turns the cache off.
+    pub cache_ttl_ms: Option<u64>,
+    /// Secret names the hook may read with `sdk.secrets.get`.
+    pub secrets: Option<Vec<String>>,
+    /// Values the hook sees as `sdk.config`.
+    pub config: Option<toml::Table>,
 }
 
 /// `[server]`.

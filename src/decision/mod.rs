@@ -15,7 +15,8 @@ use std::time::Instant;
 pub use outcome::{DecidedBy, Decision};
 pub use request::{BatchRequest, DecisionRequest, Evaluations, Problem, RequestError, Semantic};
 
-use crate::decision_log::{self, BatchPos, DecisionLog, Freshness, Record, Timings};
+use crate::decision_log::{self, BatchPos, DecisionLog, Freshness, HookCall, Record, Timings};
+use crate::hooks;
 use crate::metrics::Metrics;
 use crate::policy::{Effect, OnError, Outcome};
 use crate::reload::{Snapshot, Store};
@@ -61,57 +62,130 @@ pub struct Engine {
     store: Arc<Store>,
     log: DecisionLog,
     metrics: Arc<Metrics>,
+    pool: hooks::Pool,
 }
 
 /// Evaluates `request` against `snapshot`. Never fails: errors become a deny with
 /// `decided_by: error` and the error in [`Decision::errors`].
-pub fn decide(snapshot: &Snapshot, request: &DecisionRequest, now: chrono::DateTime<chrono::Utc>) -> Decision {
+///
+/// Rules run in order on the calling task; only a rule whose outcome is `hook: NAME` awaits,
+/// handing the request to the hook pool. A hook failure takes the rule's `on_error`: `deny`
+/// ends the decision with `decided_by: error`, `skip` goes on with the next rule. Without a
+/// pool (`None`), a hook rule is an error.
+pub async fn decide(
+    snapshot: &Snapshot,
+    request: &DecisionRequest,
+    now: chrono::DateTime<chrono::Utc>,
+    pool: Option<&hooks::Pool>,
+) -> Decision {
     let action = request.action_name();
     let resource_type = request.resource_type();
     let Some(policy) = snapshot.policies.select(action, resource_type) else {
         return Decision {
-            allow: false,
-            decided_by: DecidedBy::Default,
             reason: Some(format!("no policy applies to action `{action}` on resource type `{resource_type}`").into()),
-            outputs: None,
-            errors: Vec::new(),
+            ..Decision::new(false, DecidedBy::Default)
         };
     };
     let principal = snapshot.principal(request.subject_id());
     let bindings = crate::cel::Bindings::new(request.json(), &principal, now);
     let mut errors = Vec::new();
+    let mut calls = Vec::new();
     for rule in &policy.rules {
+        let on_error = rule.on_error.unwrap_or(policy.on_error);
         match rule.condition.evaluate(&snapshot.functions, &bindings) {
-            Ok(false) => {}
-            Ok(true) => {
-                return match &rule.outcome {
-                    Outcome::Effect(effect) => Decision {
-                        allow: *effect == Effect::Allow,
-                        decided_by: DecidedBy::Rule(rule.decided_by.clone()),
-                        reason: rule.reason.clone(),
-                        outputs: None,
-                        errors,
-                    },
-                    Outcome::Hook(name) => {
-                        errors.push(format!("rule `{}`: hook `{name}` is not loaded", rule.name));
-                        Decision::error(format!("hook `{name}` is not available"), errors)
-                    }
-                };
-            }
+            Ok(false) => continue,
+            Ok(true) => {}
             Err(e) => {
                 errors.push(format!("rule `{}`: {e}", rule.name));
-                if rule.on_error.unwrap_or(policy.on_error) == OnError::Deny {
-                    return Decision::error(format!("rule `{}` failed to evaluate", rule.name), errors);
+                if on_error == OnError::Deny {
+                    return Decision {
+                        errors,
+                        hooks: calls,
+                        ..Decision::error(format!("rule `{}` failed to evaluate", rule.name))
+                    };
+                }
+                continue;
+            }
+        }
+        let name = match &rule.outcome {
+            Outcome::Effect(effect) => {
+                return Decision {
+                    reason: rule.reason.clone(),
+                    errors,
+                    hooks: calls,
+                    ..Decision::new(*effect == Effect::Allow, DecidedBy::Rule(rule.decided_by.clone()))
+                };
+            }
+            Outcome::Hook(name) => name,
+        };
+        match call_hook(snapshot, request, &principal, name, pool).await {
+            Ok((outcome, call)) => {
+                let version = call.version.clone();
+                calls.push(call);
+                return Decision {
+                    reason: outcome.reason.map(Into::into).or_else(|| rule.reason.clone()),
+                    outputs: outcome.outputs,
+                    errors,
+                    hooks: calls,
+                    ..Decision::new(outcome.decision, DecidedBy::Hook(format!("hook:{name}@{version}").into()))
+                };
+            }
+            Err((cause, call)) => {
+                errors.push(format!("rule `{}`: hook `{name}`: {cause}", rule.name));
+                calls.extend(call);
+                if on_error == OnError::Deny {
+                    return Decision {
+                        errors,
+                        hooks: calls,
+                        ..Decision::error(format!("hook `{name}` failed: {cause}"))
+                    };
                 }
             }
         }
     }
-    Decision {
-        allow: policy.default == Effect::Allow,
-        decided_by: DecidedBy::Default,
-        reason: policy.default_reason.clone(),
-        outputs: None,
-        errors,
+    Decision { reason: policy.default_reason.clone(), errors, hooks: calls, ..Decision::new(policy.default == Effect::Allow, DecidedBy::Default) }
+}
+
+/// Runs one hook; on failure returns the cause and, when the hook ran, its call record.
+async fn call_hook(
+    snapshot: &Snapshot,
+    request: &DecisionRequest,
+    principal: &serde_json::Value,
+    name: &str,
+    pool: Option<&hooks::Pool>,
+) -> Result<(hooks::Outcome, HookCall), (String, Option<HookCall>)> {
+    let Some(spec) = snapshot.hooks.get(name) else {
+        return Err((format!("hook `{name}` is not loaded"), None));
+    };
+    let Some(pool) = pool else {
+        return Err(("no hook pool is running".to_owned(), None));
+    };
+    let mut input = request.json().clone();
+    if let serde_json::Value::Object(map) = &mut input {
+        map.insert("principal".to_owned(), principal.clone());
+    }
+    let started = Instant::now();
+    let result = pool.call_with_logs(spec.clone(), input, snapshot.identity.clone()).await;
+    let mut call = HookCall {
+        name: name.to_owned(),
+        version: spec.compiled.version.to_string(),
+        elapsed_us: micros(started.elapsed()),
+        memory_bytes: 0,
+        logs: Vec::new(),
+        error: None,
+    };
+    match result {
+        Ok(outcome) => {
+            call.memory_bytes = outcome.memory_bytes;
+            call.logs = outcome.logs.clone();
+            Ok((outcome, call))
+        }
+        Err(e) => {
+            let cause = e.error.to_string();
+            call.logs = e.logs;
+            call.error = Some(cause.clone());
+            Err((cause, Some(call)))
+        }
     }
 }
 
@@ -119,8 +193,8 @@ pub fn decide(snapshot: &Snapshot, request: &DecisionRequest, now: chrono::DateT
 
 impl Engine {
     /// Wires the engine to the snapshot store, the decision log and the metrics.
-    pub fn new(store: Arc<Store>, log: DecisionLog, metrics: Arc<Metrics>) -> Engine {
-        Engine { store, log, metrics }
+    pub fn new(store: Arc<Store>, log: DecisionLog, metrics: Arc<Metrics>, pool: hooks::Pool) -> Engine {
+        Engine { store, log, metrics, pool }
     }
 
     /// The snapshot store.
@@ -131,7 +205,7 @@ impl Engine {
     /// Decides one request and returns once its record is written.
     pub async fn evaluate(&self, request: DecisionRequest, meta: &RequestMeta) -> Result<Served, Error> {
         let snapshot = self.store.current();
-        let (served, record) = self.decide_one(&snapshot, request, meta, None);
+        let (served, record) = self.decide_one(&snapshot, request, meta, None).await;
         self.log.record(record).await?;
         Ok(served)
     }
@@ -147,7 +221,7 @@ impl Engine {
             let stop = match item {
                 Ok(request) => {
                     let pos = BatchPos { index, of: total };
-                    let (served, record) = self.decide_one(&snapshot, request, meta, Some(pos));
+                    let (served, record) = self.decide_one(&snapshot, request, meta, Some(pos)).await;
                     let allow = served.decision.allow;
                     records.push(record);
                     results.push(ItemResult::Decided(served));
@@ -179,7 +253,7 @@ impl Engine {
         Ok(results)
     }
 
-    fn decide_one(
+    async fn decide_one(
         &self,
         snapshot: &Snapshot,
         request: DecisionRequest,
@@ -188,8 +262,9 @@ impl Engine {
     ) -> (Served, Record) {
         let started = Instant::now();
         let now = chrono::Utc::now();
-        let decision = decide(snapshot, &request, now);
-        let rules_us = micros(started.elapsed());
+        let mut decision = decide(snapshot, &request, now, Some(&self.pool)).await;
+        let total_us = micros(started.elapsed());
+        let hooks_us: u64 = decision.hooks.iter().map(|h| h.elapsed_us).sum();
         self.metrics.decision(decision.decided_by.kind(), decision.allow, started.elapsed());
         let id = uuid::Uuid::now_v7().to_string();
         let record = Record {
@@ -201,9 +276,9 @@ impl Engine {
             reason: decision.reason.as_deref().map(str::to_owned),
             outputs: decision.outputs.clone(),
             revision: snapshot.revision.to_string(),
-            hooks: Vec::new(),
+            hooks: std::mem::take(&mut decision.hooks),
             errors: decision.errors.clone(),
-            timings: Timings { total_us: micros(started.elapsed()), rules_us, hooks_us: 0 },
+            timings: Timings { total_us, rules_us: total_us.saturating_sub(hooks_us), hooks_us },
             identity: Freshness {
                 revision: snapshot.identity_revision.to_string(),
                 loaded_at: snapshot.loaded_at.clone(),

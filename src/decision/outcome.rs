@@ -16,6 +16,8 @@ pub struct Decision {
     pub outputs: Option<serde_json::Value>,
     /// Evaluation errors met on the way, including skipped rules.
     pub errors: Vec<String>,
+    /// Hook calls made for this decision, for the record.
+    pub hooks: Vec<crate::decision_log::HookCall>,
 }
 
 /// What made a decision.
@@ -57,8 +59,13 @@ impl DecidedBy {
 // === impl Decision ===
 
 impl Decision {
+    /// A decision with no reason, outputs or errors yet.
+    pub fn new(allow: bool, decided_by: DecidedBy) -> Decision {
+        Decision { allow, decided_by, reason: None, outputs: None, errors: Vec::new(), hooks: Vec::new() }
+    }
+
     /// A decision that failed closed.
-    pub fn error(reason: impl Into<Arc<str>>, errors: Vec<String>) -> Decision {
-        Decision { allow: false, decided_by: DecidedBy::Error, reason: Some(reason.into()), outputs: None, errors }
+    pub fn error(reason: impl Into<Arc<str>>) -> Decision {
+        Decision { reason: Some(reason.into()), ..Decision::new(false, DecidedBy::Error) }
     }
 }

@@ -167,6 +167,19 @@ impl Versions {
         self.active_locked(name)
     }
 
+    /// Hooks that have at least one recorded deployment.
+    pub fn deployed_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .filter(|n| valid_name(n) && self.dir.join(n).join("journal.jsonl").is_file())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Every deployment of `name`, oldest first.
     pub fn history(&self, name: &str) -> Result<Vec<Deployment>, Error> {
         self.read_journal(name)

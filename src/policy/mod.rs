@@ -130,7 +130,8 @@ pub type SourceFiles = Vec<(PathBuf, Vec<u8>)>;
 
 impl Set {
     /// Loads and compiles every policy file under `dir` (hidden entries and test files skipped).
-    pub fn load(dir: &Path, env: &cel::Env) -> Result<(Set, SourceFiles), LoadErrors> {
+    /// With `hooks`, a rule naming a hook that is not among them is a load error.
+    pub fn load(dir: &Path, env: &cel::Env, hooks: Option<&HashSet<String>>) -> Result<(Set, SourceFiles), LoadErrors> {
         let mut errors = Vec::new();
         let mut files = Vec::new();
         collect_files(dir, &mut files, &mut errors);
@@ -143,6 +144,7 @@ impl Set {
                     match String::from_utf8(bytes.clone()) {
                         Ok(text) => {
                             if let Some(p) = parse_policy(&path, &text, env, &mut errors) {
+                                check_hooks(&p, hooks, &mut errors);
                                 policies.push(p);
                             }
                         }
@@ -269,6 +271,24 @@ impl Set {
             .flat_map(|p| p.actions.iter().map(String::as_str))
             .filter(|a| seen.insert(*a))
             .collect()
+    }
+}
+
+fn check_hooks(policy: &Policy, hooks: Option<&HashSet<String>>, errors: &mut Vec<LoadError>) {
+    let Some(hooks) = hooks else { return };
+    for rule in &policy.rules {
+        if let Outcome::Hook(name) = &rule.outcome
+            && !hooks.contains(&**name) {
+                let mut known: Vec<&str> = hooks.iter().map(String::as_str).collect();
+                known.sort_unstable();
+                let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
+                errors.push(located(
+                    &policy.file,
+                    rule.line,
+                    Some(&rule.name),
+                    format!("unknown hook `{name}` (loaded hooks: {known})"),
+                ));
+            }
     }
 }
 

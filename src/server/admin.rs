@@ -14,6 +14,7 @@ use serde_json::json;
 use super::respond::{self, ApiError, Body};
 use crate::decision_log::DecisionLog;
 use crate::metrics::Metrics;
+use crate::hookstate::Versions;
 use crate::reload::{Store, Trigger};
 
 /// The admin handler.
@@ -23,14 +24,24 @@ pub struct Admin {
     log: DecisionLog,
     metrics: Arc<Metrics>,
     token: Option<String>,
+    versions: Option<Arc<Versions>>,
 }
+
+/// Largest hook source accepted by `PUT /v1/hooks/NAME`.
+const MAX_HOOK_SOURCE_BYTES: usize = 1 << 20;
 
 // === impl Admin ===
 
 impl Admin {
     /// Builds the handler.
-    pub fn new(store: Arc<Store>, log: DecisionLog, metrics: Arc<Metrics>, token: Option<String>) -> Admin {
-        Admin { store, log, metrics, token }
+    pub fn new(
+        store: Arc<Store>,
+        log: DecisionLog,
+        metrics: Arc<Metrics>,
+        token: Option<String>,
+        versions: Option<Arc<Versions>>,
+    ) -> Admin {
+        Admin { store, log, metrics, token, versions }
     }
 
     /// Answers one admin request.
@@ -80,20 +91,103 @@ impl Admin {
             }
             "/v1/reload" => {
                 want(Method::POST, "POST")?;
-                let store = self.store.clone();
-                let result = tokio::task::spawn_blocking(move || store.reload(Trigger::Admin))
-                    .await
-                    .map_err(|e| ApiError::Internal(format!("reload task failed: {e}")))?;
-                match result {
-                    Ok(revision) => Ok(respond::json(
-                        StatusCode::OK,
-                        &json!({"ok": true, "revision": &*revision, "status": self.store.status()}),
-                    )),
-                    Err(e) => Err(ApiError::ReloadFailed(format!("reload failed, previous snapshot keeps serving: {e}"))),
-                }
+                let revision = self.reload().await?;
+                Ok(respond::json(StatusCode::OK, &json!({"ok": true, "revision": &*revision, "status": self.store.status()})))
+            }
+            p if p == "/v1/hooks" || p.starts_with("/v1/hooks/") => {
+                let rest: Vec<String> = p.trim_start_matches("/v1/hooks").split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+                self.hooks(method, &rest, req).await
             }
             _ => Err(ApiError::NotFound(path)),
         }
+    }
+
+    /// `/v1/hooks…`: list, history, sources, deploy and rollback.
+    async fn hooks(&self, method: Method, rest: &[String], req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        let versions = self.versions.as_ref().ok_or_else(|| ApiError::Internal("no hook state directory".to_owned()))?;
+        let not_allowed = |allow: &'static str| ApiError::MethodNotAllowed { method: method.to_string(), allow };
+        let parts: Vec<&str> = rest.iter().map(String::as_str).collect();
+        match parts.as_slice() {
+            [] => {
+                if method != Method::GET {
+                    return Err(not_allowed("GET"));
+                }
+                let snap = self.store.current();
+                let mut hooks: Vec<_> = snap
+                    .hooks
+                    .values()
+                    .map(|h| json!({"name": &*h.compiled.name, "version": &*h.compiled.version,
+                        "deployments": versions.history(&h.compiled.name).map(|v| v.len()).unwrap_or(0)}))
+                    .collect();
+                hooks.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+                Ok(respond::json(StatusCode::OK, &json!({"hooks": hooks, "revision": &*snap.revision})))
+            }
+            [name] => {
+                if method != Method::PUT {
+                    return Err(not_allowed("PUT"));
+                }
+                let bytes = read_limited(req).await?;
+                let source = String::from_utf8(bytes.to_vec())
+                    .map_err(|_| ApiError::BadJson("hook source is not valid UTF-8".to_owned()))?;
+                // Compile before anything is recorded: a bad version never replaces a good one.
+                let file = std::path::PathBuf::from(format!("{name}.ts"));
+                crate::hooks::compile(name, &file, &source).map_err(|e| ApiError::ReloadFailed(format!("hook rejected: {e}")))?;
+                let deployment = versions.deploy(name, &source).map_err(|e| ApiError::Invalid(bad_hook(e.to_string())))?;
+                let revision = self.reload().await?;
+                Ok(respond::json(StatusCode::OK, &json!({"name": name, "deployment": deployment, "revision": &*revision})))
+            }
+            [name, "versions"] => {
+                if method != Method::GET {
+                    return Err(not_allowed("GET"));
+                }
+                let history = versions.history(name).map_err(|e| ApiError::Invalid(bad_hook(e.to_string())))?;
+                if history.is_empty() {
+                    return Err(ApiError::NotFound(format!("/v1/hooks/{name}")));
+                }
+                let active = self.store.current().hooks.get(*name).map(|h| h.compiled.version.to_string());
+                Ok(respond::json(StatusCode::OK, &json!({"name": name, "active": active, "deployments": history})))
+            }
+            [name, "versions", version] => {
+                if method != Method::GET {
+                    return Err(not_allowed("GET"));
+                }
+                let source = versions.source(name, version).map_err(|e| match e {
+                    crate::hookstate::Error::UnknownVersion { .. } => ApiError::NotFound(format!("/v1/hooks/{name}/versions/{version}")),
+                    other => ApiError::Invalid(bad_hook(other.to_string())),
+                })?;
+                Ok(respond::with_type(StatusCode::OK, Bytes::from(source), "text/plain; charset=utf-8"))
+            }
+            [name, "rollback"] => {
+                if method != Method::POST {
+                    return Err(not_allowed("POST"));
+                }
+                let bytes = read_limited(req).await?;
+                let to = if bytes.is_empty() {
+                    None
+                } else {
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&bytes).map_err(|e| ApiError::BadJson(e.to_string()))?;
+                    v.get("version").and_then(serde_json::Value::as_str).map(str::to_owned)
+                };
+                let deployment = versions.rollback(name, to.as_deref()).map_err(|e| match e {
+                    crate::hookstate::Error::UnknownVersion { .. } | crate::hookstate::Error::NothingToRollBack(_) => {
+                        ApiError::ReloadFailed(e.to_string())
+                    }
+                    other => ApiError::Invalid(bad_hook(other.to_string())),
+                })?;
+                let revision = self.reload().await?;
+                Ok(respond::json(StatusCode::OK, &json!({"name": name, "deployment": deployment, "revision": &*revision})))
+            }
+            _ => Err(ApiError::NotFound(format!("/v1/hooks/{}", rest.join("/")))),
+        }
+    }
+
+    async fn reload(&self) -> Result<Arc<str>, ApiError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.reload(Trigger::Admin))
+            .await
+            .map_err(|e| ApiError::Internal(format!("reload task failed: {e}")))?
+            .map_err(|e| ApiError::ReloadFailed(format!("reload failed, previous snapshot keeps serving: {e}")))
     }
 
     fn authorized(&self, req: &Request<Incoming>) -> bool {
@@ -123,6 +217,20 @@ impl Admin {
             },
             "decision_log": self.log.stats(),
         })
+    }
+}
+
+fn bad_hook(message: String) -> crate::decision::RequestError {
+    crate::decision::RequestError { path: "hook".to_owned(), problem: crate::decision::Problem::Invalid(message) }
+}
+
+async fn read_limited(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let body = http_body_util::Limited::new(req.into_body(), MAX_HOOK_SOURCE_BYTES);
+    match body.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::PayloadTooLarge(MAX_HOOK_SOURCE_BYTES as u64)),
+        Err(e) => Err(ApiError::BodyRead(e.to_string())),
     }
 }
 

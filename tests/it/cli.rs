@@ -31,13 +31,19 @@ fn check_prints_every_error_with_file_line_and_rule() {
     )
     .unwrap();
     std::fs::write(dir.path().join("policies/b.yaml"), "policy: b\nrules: [\n").unwrap();
+    std::fs::write(
+        dir.path().join("policies/c.yaml"),
+        "policy: c\napplies_to: { actions: [write] }\nrules:\n  - name: ask\n    when: 'true'\n    hook: nowhere\n",
+    )
+    .unwrap();
     std::fs::write(dir.path().join("verdict.toml"), "[identity]\nfile = \"\"\n").unwrap();
     let (ok, _, err) = run(&["check"], dir.path());
     assert!(!ok);
     assert!(err.contains("policies/a.yaml:5: rule `typo`: unknown variable `subjct`"), "{err}");
     assert!(err.contains("policies/a.yaml:9: rule `bad-effect`: effect must be `allow` or `deny`"), "{err}");
     assert!(err.contains("policies/b.yaml:") && err.contains("invalid YAML"), "{err}");
-    assert!(err.contains("3 error(s)"), "{err}");
+    assert!(err.contains("policies/c.yaml:4: rule `ask`: unknown hook `nowhere`"), "{err}");
+    assert!(err.contains("4 error(s)"), "{err}");
 }
 
 #[test]

@@ -257,3 +257,9 @@ pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A hook version: the first 12 hex digits of the SHA-256 of its source.
+pub fn version_of(source: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(source.as_bytes()))[..12].to_owned()
+}

@@ -19,10 +19,13 @@
 //! Cases run against a snapshot built exactly as the server builds it, so a passing suite means
 //! the served decisions are the same.
 
+pub mod hook;
+
 use std::path::{Path, PathBuf};
 
 use crate::cel;
 use crate::decision::{self, DecisionRequest};
+use crate::hooks;
 use crate::policy::yaml::{self, Node};
 use crate::reload::{Snapshot, Sources};
 
@@ -80,7 +83,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// Runs one case file against the policies in `sources` (its own `identity:` overrides).
-pub fn run_file(file: &Path, sources: &Sources) -> Result<Vec<CaseResult>, Error> {
+pub async fn run_file(file: &Path, sources: &Sources, pool: &hooks::Pool) -> Result<Vec<CaseResult>, Error> {
     let err = |line: usize, message: String| Error { file: file.to_path_buf(), line, message };
     let text = std::fs::read_to_string(file).map_err(|e| err(1, format!("cannot read: {e}")))?;
     let root = yaml::parse(&text).map_err(|e| err(e.line, format!("invalid YAML: {}", e.message)))?;
@@ -109,7 +112,11 @@ pub fn run_file(file: &Path, sources: &Sources) -> Result<Vec<CaseResult>, Error
     }
     let snapshot = Snapshot::build(&sources, &cel::Env::new()).map_err(|e| err(1, e.to_string()))?;
     let name = file.display().to_string();
-    Ok(cases.into_iter().map(|c| run_case(&snapshot, &name, c)).collect())
+    let mut results = Vec::with_capacity(cases.len());
+    for case in cases {
+        results.push(run_case(&snapshot, &name, case, pool).await);
+    }
+    Ok(results)
 }
 
 fn parse_case(node: &Node) -> Result<Case, String> {
@@ -132,13 +139,13 @@ fn parse_case(node: &Node) -> Result<Case, String> {
     Ok(Case { line: node.line(), reason: text("reason"), decided_by: text("decided_by"), name, request, decision })
 }
 
-fn run_case(snapshot: &Snapshot, file: &str, case: Case) -> CaseResult {
+async fn run_case(snapshot: &Snapshot, file: &str, case: Case, pool: &hooks::Pool) -> CaseResult {
     let name = format!("{file}:{}: {}", case.line, case.name);
     let request = match DecisionRequest::from_json(case.request) {
         Ok(r) => r,
         Err(e) => return CaseResult { name, failure: Some(format!("invalid request: {e}")) },
     };
-    let d = decision::decide(snapshot, &request, chrono::Utc::now());
+    let d = decision::decide(snapshot, &request, chrono::Utc::now(), Some(pool)).await;
     let mut diffs = Vec::new();
     if d.allow != case.decision {
         diffs.push(format!("decision: want {}, got {}", case.decision, d.allow));

@@ -1,0 +1,359 @@
+//! The HTTP client behind `sdk.fetch`: allow-list, timeout, size cap, cancellation and an
+//! optional per-hook GET cache.
+//!
+//! Where it sits: a hook calls `sdk.fetch`; `sdk.rs` turns that into a [`Request`] carrying
+//! the call's [`FetchPolicy`], deadline and [`Cancel`] handle, and the future returned by
+//! [`Client::fetch`] runs on the worker's current-thread tokio runtime, driven by the
+//! QuickJS scheduler while the call awaits it. The answer goes back to JavaScript as JSON
+//! text (`{status, headers, body}` or `{error}`).
+//!
+//! Deliberately small: plain HTTP/1.1 over TCP (no TLS: `https://` URLs are refused with a
+//! clear message), one connection per request, no redirects followed, no cookies. Host
+//! names resolve through the system resolver.
+//!
+//! Every request ends by the earlier of its own timeout and the call's cancellation (a call
+//! that times out or finishes cancels what it left running), so no host I/O outlives its
+//! call. The call's deadline is enforced around the whole call, not here: a fetch still
+//! running at the deadline fails the call with a timeout.
+//!
+//! The cache: one map for the pool, shared by the workers behind a mutex held only to look
+//! up or store an entry. Keys include the hook name, the URL and the request headers, so a
+//! response fetched with one hook's credentials is never served to another hook. Only
+//! successful (2xx) GET responses are stored, each for its hook's `cache_ttl`; the map holds
+//! at most [`MAX_CACHE_ENTRIES`], dropping expired entries first, then the oldest.
+//!
+//! What this module must not do: reach a host that is not allow-listed for the calling
+//! hook, read an unbounded body, or block the thread.
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::FetchPolicy;
+
+/// Most responses the cache holds, over all hooks.
+pub(super) const MAX_CACHE_ENTRIES: usize = 1024;
+
+/// Methods `sdk.fetch` accepts.
+const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// Fetch state shared by the pool's workers: the response cache.
+#[derive(Debug, Default)]
+pub(super) struct Client {
+    /// Cache key → stored response. Locked only to look up, store or evict; never across
+    /// an await.
+    cache: Mutex<HashMap<String, Cached>>,
+}
+
+/// One `sdk.fetch`, checked against nothing yet.
+pub(super) struct Request {
+    /// The calling hook, for the cache key.
+    pub(super) hook: Arc<str>,
+    /// The URL as the hook gave it.
+    pub(super) url: String,
+    /// The method as the hook gave it.
+    pub(super) method: String,
+    /// Request headers, in the hook's order.
+    pub(super) headers: Vec<(String, String)>,
+    /// Request body.
+    pub(super) body: Option<String>,
+    /// The hook's fetch policy.
+    pub(super) policy: FetchPolicy,
+    /// The call's cancellation.
+    pub(super) cancel: std::rc::Rc<Cancel>,
+}
+
+/// A response as the hook sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(super) struct Response {
+    /// HTTP status.
+    status: u16,
+    /// Header names (lowercase) → values, repeated headers joined with `, `.
+    headers: BTreeMap<String, String>,
+    /// The body, as UTF-8 (invalid sequences replaced).
+    body: String,
+}
+
+/// Cancels the fetches of one call: set when the call ends, awaited by every fetch.
+///
+/// The worker thread owns it (`Rc`); the call's fetches hold clones. Whoever ends the call
+/// (the worker, after a result or a timeout) calls [`Cancel::cancel`]; nothing else does.
+#[derive(Debug, Default)]
+pub(super) struct Cancel {
+    cancelled: Cell<bool>,
+    notify: Notify,
+}
+
+/// A cached response and its expiry.
+#[derive(Debug)]
+struct Cached {
+    expires: Instant,
+    stored: Instant,
+    response: Arc<Response>,
+}
+
+/// A checked target.
+struct Target {
+    /// Host as written in the URL (brackets kept for IPv6), lowercase.
+    host: String,
+    port: u16,
+    /// Path and query to send.
+    path: String,
+}
+
+/// The JSON text handed back to JavaScript for a fetch result.
+pub(super) fn to_json(result: Result<Arc<Response>, String>) -> String {
+    let value = match result {
+        Ok(response) => serde_json::to_value(&*response).unwrap_or(serde_json::Value::Null),
+        Err(error) => serde_json::json!({ "error": error }),
+    };
+    value.to_string()
+}
+
+// === impl Client ===
+
+impl Client {
+    /// Performs `request` under its policy, deadline and cancellation.
+    pub(super) async fn fetch(&self, request: Request) -> Result<Arc<Response>, String> {
+        let method = request.method.to_ascii_uppercase();
+        if !METHODS.contains(&method.as_str()) {
+            return Err(format!(
+                "fetch: method `{}` is not supported",
+                request.method
+            ));
+        }
+        let target = check(&request.url, &request.policy)?;
+        let key = cache_key(&request, &method);
+        if let Some((key, _)) = &key
+            && let Some(hit) = self.lookup(key)
+        {
+            return Ok(hit);
+        }
+        let cancel = request.cancel.clone();
+        let notified = cancel.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if cancel.cancelled.get() {
+            return Err(format!(
+                "fetch {}: cancelled: the call has ended",
+                request.url
+            ));
+        }
+        // The call's deadline is enforced around the whole call; this is the fetch's own.
+        let until = Instant::now() + request.policy.timeout;
+        let url = request.url.clone();
+        let exchange = tokio::time::timeout_at(
+            tokio::time::Instant::from_std(until),
+            exchange(&target, &method, request),
+        );
+        let response = tokio::select! {
+            biased;
+            () = &mut notified => return Err(format!("fetch {url}: cancelled: the call has ended")),
+            done = exchange => match done {
+                Ok(result) => Arc::new(result.map_err(|e| format!("fetch {url}: {e}"))?),
+                Err(_) => return Err(format!("fetch {url}: timed out")),
+            },
+        };
+        if let Some((key, ttl)) = key
+            && (200..300).contains(&response.status)
+        {
+            self.store(key, ttl, response.clone());
+        }
+        Ok(response)
+    }
+
+    /// A fresh cached response for `key`.
+    fn lookup(&self, key: &str) -> Option<Arc<Response>> {
+        let cache = self.cache.lock();
+        cache
+            .get(key)
+            .filter(|c| c.expires > Instant::now())
+            .map(|c| c.response.clone())
+    }
+
+    /// Stores `response` under `key` for `ttl`, making room if the cache is full.
+    fn store(&self, key: String, ttl: Duration, response: Arc<Response>) {
+        let now = Instant::now();
+        let mut cache = self.cache.lock();
+        if cache.len() >= MAX_CACHE_ENTRIES && !cache.contains_key(&key) {
+            cache.retain(|_, c| c.expires > now);
+            if cache.len() >= MAX_CACHE_ENTRIES
+                && let Some(oldest) = cache
+                    .iter()
+                    .min_by_key(|(_, c)| c.stored)
+                    .map(|(k, _)| k.clone())
+            {
+                cache.remove(&oldest);
+            }
+        }
+        cache.insert(
+            key,
+            Cached {
+                expires: now + ttl,
+                stored: now,
+                response,
+            },
+        );
+    }
+}
+
+// === impl Cancel ===
+
+impl Cancel {
+    /// Ends every fetch of the call, now and later.
+    pub(super) fn cancel(&self) {
+        self.cancelled.set(true);
+        self.notify.notify_waiters();
+    }
+}
+
+/// The cache key and TTL of a request, when it may be cached.
+fn cache_key(request: &Request, method: &str) -> Option<(String, Duration)> {
+    let ttl = request.policy.cache_ttl.filter(|t| !t.is_zero())?;
+    if method != "GET" {
+        return None;
+    }
+    let headers = serde_json::to_string(&request.headers).ok()?;
+    Some((format!("{}\n{}\n{headers}", request.hook, request.url), ttl))
+}
+
+/// Parses `url` and checks it against the allow-list.
+fn check(url: &str, policy: &FetchPolicy) -> Result<Target, String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| format!("fetch: `{url}` is not a valid URL"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "fetch {url}: https is not supported yet, only http"
+            ));
+        }
+        _ => return Err(format!("fetch: `{url}` is not an http URL")),
+    }
+    let host = uri
+        .host()
+        .map(str::to_ascii_lowercase)
+        .ok_or_else(|| format!("fetch: `{url}` has no host"))?;
+    let port = uri.port_u16().unwrap_or(80);
+    let authority = format!("{host}:{port}");
+    if !policy
+        .allowed_hosts
+        .iter()
+        .any(|allowed| normalize(allowed) == authority)
+    {
+        return Err(format!(
+            "fetch: host `{authority}` is not allowed for this hook"
+        ));
+    }
+    let path = uri
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+    Ok(Target { host, port, path })
+}
+
+/// An allow-list entry as `host:port`, lowercase, the default port made explicit.
+fn normalize(entry: &str) -> String {
+    let entry = entry.trim().to_ascii_lowercase();
+    let has_port = match entry.rfind(']') {
+        Some(close) => entry
+            .get(close + 1..)
+            .is_some_and(|rest| rest.starts_with(':')),
+        None => entry.contains(':'),
+    };
+    if has_port {
+        entry
+    } else {
+        format!("{entry}:80")
+    }
+}
+
+/// Connects, sends, and reads the response within the policy's size cap.
+async fn exchange(target: &Target, method: &str, request: Request) -> Result<Response, String> {
+    let connect_host = target.host.trim_start_matches('[').trim_end_matches(']');
+    let stream = tokio::net::TcpStream::connect((connect_host, target.port))
+        .await
+        .map_err(|e| format!("cannot connect to {}:{}: {e}", target.host, target.port))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("cannot start HTTP: {e}"))?;
+    let mut builder = http::Request::builder()
+        .method(method)
+        .uri(target.path.as_str())
+        .header(http::header::HOST, host_header(target));
+    for (name, value) in &request.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let body = Full::new(Bytes::from(request.body.unwrap_or_default()));
+    let outgoing = builder
+        .body(body)
+        .map_err(|e| format!("bad request: {e}"))?;
+    let limit = request.policy.max_response_bytes;
+    let work = async move {
+        let response = sender
+            .send_request(outgoing)
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
+        let (parts, body) = response.into_parts();
+        let bytes = Limited::new(body, limit)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    format!("response is larger than {limit} bytes")
+                } else {
+                    format!("cannot read the response: {e}")
+                }
+            })?
+            .to_bytes();
+        Ok::<_, String>(Response {
+            status: parts.status.as_u16(),
+            headers: headers_of(&parts.headers),
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        })
+    };
+    tokio::pin!(work);
+    tokio::pin!(connection);
+    tokio::select! {
+        done = &mut work => done,
+        closed = &mut connection => match closed {
+            // The connection may finish (e.g. `Connection: close`) with the body already
+            // buffered for `work`; let it drain.
+            Ok(()) => work.await,
+            Err(e) => Err(format!("connection failed: {e}")),
+        },
+    }
+}
+
+/// The `Host` header: the host with its port unless it is the default.
+fn host_header(target: &Target) -> String {
+    if target.port == 80 {
+        target.host.clone()
+    } else {
+        format!("{}:{}", target.host, target.port)
+    }
+}
+
+/// Response headers as a name → value map.
+fn headers_of(headers: &http::HeaderMap) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in headers {
+        let value = String::from_utf8_lossy(value.as_bytes());
+        out.entry(name.as_str().to_owned())
+            .and_modify(|v| {
+                v.push_str(", ");
+                v.push_str(&value);
+            })
+            .or_insert_with(|| value.into_owned());
+    }
+    out
+}
