@@ -143,16 +143,14 @@ async fn run_case(
         (Ok(o), false) => o,
     };
     let mut diffs = Vec::new();
-    if let Some(want) = expect.get("decision").and_then(Value::as_bool) {
-        if want != outcome.decision {
+    if let Some(want) = expect.get("decision").and_then(Value::as_bool)
+        && want != outcome.decision {
             diffs.push(format!("decision: want {want}, got {}", outcome.decision));
         }
-    }
-    if let Some(want) = expect.get("reason").and_then(Value::as_str) {
-        if outcome.reason.as_deref() != Some(want) {
+    if let Some(want) = expect.get("reason").and_then(Value::as_str)
+        && outcome.reason.as_deref() != Some(want) {
             diffs.push(format!("reason: want {want:?}, got {:?}", outcome.reason));
         }
-    }
     if let Some(Value::Object(want)) = expect.get("outputs") {
         let got = outcome.outputs.unwrap_or(Value::Null);
         for (k, v) in want {
