@@ -27,6 +27,13 @@ pub struct Metrics {
     log_records: Counter<u64, AtomicU64>,
     log_errors: Counter<u64, AtomicU64>,
     log_unavailable: Counter<u64, AtomicU64>,
+    hook_overloaded: Counter<u64, AtomicU64>,
+    hook_calls: Family<HookLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookLabels {
+    result: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -85,6 +92,14 @@ impl Metrics {
             "Requests answered 503 because their record could not be logged",
             log_unavailable.clone(),
         );
+        let hook_overloaded = Counter::default();
+        registry.register(
+            "hook_overloaded",
+            "Requests answered 503 because the hook queue was full",
+            hook_overloaded.clone(),
+        );
+        let hook_calls = Family::<HookLabels, Counter>::default();
+        registry.register("hook_calls", "Hook calls by result, from the pool's counters", hook_calls.clone());
         reload_ok.set(1);
         Metrics {
             registry,
@@ -97,6 +112,8 @@ impl Metrics {
             log_records,
             log_errors,
             log_unavailable,
+            hook_overloaded,
+            hook_calls,
         }
     }
 
@@ -134,8 +151,14 @@ impl Metrics {
         self.log_unavailable.inc();
     }
 
-    /// Renders the text exposition format, after copying the log writer's counters in.
-    pub fn render(&self, log: &crate::decision_log::Stats) -> String {
+    /// Counts a request refused because the hook queue was full.
+    pub fn hook_overloaded(&self) {
+        self.hook_overloaded.inc();
+    }
+
+    /// Renders the text exposition format, after copying the log writer's and the hook pool's
+    /// counters in.
+    pub fn render(&self, log: &crate::decision_log::Stats, hooks: Option<&crate::hooks::PoolStats>) -> String {
         let bump = |c: &Counter<u64, AtomicU64>, to: u64| {
             let now = c.get();
             if to > now {
@@ -144,6 +167,19 @@ impl Metrics {
         };
         bump(&self.log_records, log.records_written);
         bump(&self.log_errors, log.write_errors);
+        if let Some(h) = hooks {
+            let ok = h.calls.saturating_sub(h.queue_full + h.timeouts + h.oom + h.stack_overflows + h.errors);
+            for (result, n) in [
+                ("ok", ok),
+                ("queue_full", h.queue_full),
+                ("timeout", h.timeouts),
+                ("out_of_memory", h.oom),
+                ("stack_overflow", h.stack_overflows),
+                ("error", h.errors),
+            ] {
+                bump(&self.hook_calls.get_or_create(&HookLabels { result }), n);
+            }
+        }
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::warn!(error = %e, "cannot encode metrics");

@@ -103,6 +103,7 @@ async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
             metrics.clone(),
             config.admin.token.clone(),
             Some(versions.clone()),
+            Some(pool.clone()),
         ));
         let settings = Listener { max_connections: 64, ..settings.clone() };
         tokio::spawn(server::serve(l, None, admin, settings, None, shutdown.subscribe()))

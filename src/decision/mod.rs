@@ -54,6 +54,9 @@ pub enum Error {
     /// The decision could not be logged, so it must not be answered.
     #[error("decision log unavailable: {0}")]
     Log(#[from] decision_log::Error),
+    /// A rule needed a hook and the hook queue was full: fail fast rather than wait.
+    #[error("hook queue is full; retry later")]
+    Overloaded,
 }
 
 /// Decides and logs; shared by every connection.
@@ -132,7 +135,11 @@ pub async fn decide(
             }
             Err((cause, call)) => {
                 errors.push(format!("rule `{}`: hook `{name}`: {cause}", rule.name));
+                let overloaded = call.as_ref().is_some_and(|c| c.error.as_deref() == Some(QUEUE_FULL));
                 calls.extend(call);
+                if overloaded {
+                    return Decision { errors, hooks: calls, overloaded: true, ..Decision::error("hook queue is full") };
+                }
                 if on_error == OnError::Deny {
                     return Decision {
                         errors,
@@ -145,6 +152,9 @@ pub async fn decide(
     }
     Decision { reason: policy.default_reason.clone(), errors, hooks: calls, ..Decision::new(policy.default == Effect::Allow, DecidedBy::Default) }
 }
+
+/// The error text of a call refused because the hook queue was full.
+const QUEUE_FULL: &str = "hook queue is full";
 
 /// Runs one hook; on failure returns the cause and, when the hook ran, its call record.
 async fn call_hook(
@@ -206,6 +216,9 @@ impl Engine {
     pub async fn evaluate(&self, request: DecisionRequest, meta: &RequestMeta) -> Result<Served, Error> {
         let snapshot = self.store.current();
         let (served, record) = self.decide_one(&snapshot, request, meta, None).await;
+        if served.decision.overloaded {
+            return Err(Error::Overloaded);
+        }
         self.log.record(record).await?;
         Ok(served)
     }
@@ -222,6 +235,9 @@ impl Engine {
                 Ok(request) => {
                     let pos = BatchPos { index, of: total };
                     let (served, record) = self.decide_one(&snapshot, request, meta, Some(pos)).await;
+                    if served.decision.overloaded {
+                        return Err(Error::Overloaded);
+                    }
                     let allow = served.decision.allow;
                     records.push(record);
                     results.push(ItemResult::Decided(served));

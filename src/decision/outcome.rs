@@ -18,6 +18,9 @@ pub struct Decision {
     pub errors: Vec<String>,
     /// Hook calls made for this decision, for the record.
     pub hooks: Vec<crate::decision_log::HookCall>,
+    /// A hook could not even be queued (the pool is saturated): the server answers 503
+    /// instead of a decision.
+    pub overloaded: bool,
 }
 
 /// What made a decision.
@@ -61,7 +64,7 @@ impl DecidedBy {
 impl Decision {
     /// A decision with no reason, outputs or errors yet.
     pub fn new(allow: bool, decided_by: DecidedBy) -> Decision {
-        Decision { allow, decided_by, reason: None, outputs: None, errors: Vec::new(), hooks: Vec::new() }
+        Decision { allow, decided_by, reason: None, outputs: None, errors: Vec::new(), hooks: Vec::new(), overloaded: false }
     }
 
     /// A decision that failed closed.

@@ -25,6 +25,7 @@ pub struct Admin {
     metrics: Arc<Metrics>,
     token: Option<String>,
     versions: Option<Arc<Versions>>,
+    pool: Option<crate::hooks::Pool>,
 }
 
 /// Largest hook source accepted by `PUT /v1/hooks/NAME`.
@@ -40,8 +41,9 @@ impl Admin {
         metrics: Arc<Metrics>,
         token: Option<String>,
         versions: Option<Arc<Versions>>,
+        pool: Option<crate::hooks::Pool>,
     ) -> Admin {
-        Admin { store, log, metrics, token, versions }
+        Admin { store, log, metrics, token, versions, pool }
     }
 
     /// Answers one admin request.
@@ -78,7 +80,7 @@ impl Admin {
             }
             "/metrics" => {
                 want(Method::GET, "GET")?;
-                let text = self.metrics.render(&self.log.stats());
+                let text = self.metrics.render(&self.log.stats(), self.pool.as_ref().map(crate::hooks::Pool::stats).as_ref());
                 Ok(respond::with_type(
                     StatusCode::OK,
                     Bytes::from(text),
@@ -216,6 +218,12 @@ impl Admin {
                 "report": snap.identity_report,
             },
             "decision_log": self.log.stats(),
+            "hooks": self.pool.as_ref().map(|p| {
+                let s = p.stats();
+                json!({"workers": p.workers(), "queued": p.queued(), "calls": s.calls, "queue_full": s.queue_full,
+                    "timeouts": s.timeouts, "out_of_memory": s.oom, "stack_overflows": s.stack_overflows,
+                    "errors": s.errors, "contexts_built": s.contexts_built, "contexts_discarded": s.contexts_discarded})
+            }),
         })
     }
 }

@@ -71,8 +71,10 @@ impl Api {
                 let resp = match self.dispatch(r, req, &meta).await {
                     Ok(resp) => resp,
                     Err(e) => {
-                        if matches!(e, ApiError::Unavailable(_)) {
-                            self.metrics.log_unavailable();
+                        match &e {
+                            ApiError::Unavailable(crate::decision::Error::Log(_)) => self.metrics.log_unavailable(),
+                            ApiError::Unavailable(crate::decision::Error::Overloaded) => self.metrics.hook_overloaded(),
+                            _ => {}
                         }
                         respond::error(&e)
                     }

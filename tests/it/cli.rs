@@ -53,6 +53,7 @@ fn test_runs_the_cases_beside_the_policies() {
         "examples/access-requests/verdict.toml",
         "examples/authzen-todo/verdict.toml",
         "tests/fixtures/semantics/verdict.toml",
+        "examples/onboarding/verdict.toml",
         "verdict.toml",
     ] {
         let (ok, out, err) = run(&["test", "--config", config], &repo());
@@ -107,4 +108,28 @@ fn log_verify_detects_tampering() {
     let (ok, out, err) = run(&["log", "verify", log.to_str().unwrap()], &repo());
     assert!(!ok, "{out}{err}");
     assert!(out.contains("hash mismatch"), "{out}");
+}
+
+#[test]
+fn hook_new_scaffolds_a_hook_that_passes_its_own_test() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("policies/p.yaml"),
+        "policy: p\nrules:\n  - name: ask\n    when: 'true'\n    hook: greeter\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("verdict.toml"), "[identity]\nfile = \"\"\n").unwrap();
+    let (ok, out, err) = run(&["hook", "new", "greeter"], dir.path());
+    assert!(ok, "{out}{err}");
+    assert!(dir.path().join("hooks/greeter.ts").exists());
+    let toml = std::fs::read_to_string(dir.path().join("verdict.toml")).unwrap();
+    assert!(toml.contains("[hook.greeter]"), "{toml}");
+    let (ok, out, err) = run(&["check"], dir.path());
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = run(&["test"], dir.path());
+    assert!(ok && out.contains("1 passed, 0 failed"), "{out}{err}");
+    // A second scaffold of the same name refuses to overwrite.
+    let (ok, _, err) = run(&["hook", "new", "greeter"], dir.path());
+    assert!(!ok && err.contains("already exists"), "{err}");
 }

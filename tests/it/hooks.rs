@@ -289,3 +289,37 @@ fn a_hundred_deploys_under_load_fail_no_request() {
     }
     assert!(total > 100, "only {total} requests during the deploys");
 }
+
+#[test]
+fn a_full_hook_queue_fails_fast_with_503() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo().join("tests/fixtures/hostile"), dir.path());
+    let cfg = dir.path().join("verdict.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("workers = 2", "workers = 1\nqueue_capacity = 1")
+        .replace("[hook.loop]\ndeadline_ms = 100", "[hook.loop]\ndeadline_ms = 1500");
+    std::fs::write(&cfg, text).unwrap();
+    let server = TestServer::start(&cfg, dir, &["--decision-log", "decisions.log"]);
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let mut c = server.client();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let r = c.post_json("/access/v1/evaluation", &eval_request("a", "loop", "thing", "t"));
+                (r.status, r.header("retry-after").map(str::to_owned), String::from_utf8_lossy(&r.body).into_owned(), started.elapsed())
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let refused: Vec<_> = results.iter().filter(|r| r.0 == 503).collect();
+    assert!(!refused.is_empty(), "no request was refused: {results:?}");
+    for (_, retry, body, took) in &refused {
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert!(body.contains("hook queue is full"), "{body}");
+        assert!(*took < Duration::from_millis(500), "a refusal waited {took:?}");
+    }
+    let metrics = String::from_utf8(server.admin_client().get("/metrics").body).unwrap();
+    assert!(metrics.contains("verdict_hook_overloaded_total"), "{metrics}");
+    assert!(metrics.contains("verdict_hook_calls_total{result=\"queue_full\"}"), "{metrics}");
+}
