@@ -13,15 +13,17 @@
 //!   → principal from the identity index   (subject.id matched by id, email or username)
 //!   → policy::Set::select(action, resource.type)
 //!   → CEL rules in order, first match     allow | deny | hook:NAME
-//!   → Decision { allow, decided_by, reason, errors }
+//!   → hook:NAME → hooks::Pool             bounded queue → JS worker (QuickJS, deadline, memory cap)
+//!   → Decision { allow, decided_by, reason, outputs, errors, hook calls }
 //!   → decision_log.record()               returns once the record is written (group commit)
 //!   → respond                             (server::respond is the only error → HTTP mapping)
 //! ```
 //!
 //! # Layout
 //!
-//! `cli` → `server` → `decision` → {`cel`, `policy`, `identity`} ; `reload` owns the snapshot,
-//! `decision_log` the log, `config` the settings. `decision` and below never import hyper.
+//! `cli` → `server` → `decision` → {`cel`, `policy`, `identity`, `hooks`} ; `reload` owns the
+//! snapshot, `hookstate` every deployed hook version, `decision_log` the log, `config` the
+//! settings. `decision` and below never import the server.
 //!
 //! # Glossary
 //!

@@ -132,8 +132,14 @@ impl Admin {
                 let source = String::from_utf8(bytes.to_vec())
                     .map_err(|_| ApiError::BadJson("hook source is not valid UTF-8".to_owned()))?;
                 // Compile before anything is recorded: a bad version never replaces a good one.
-                let file = std::path::PathBuf::from(format!("{name}.ts"));
-                crate::hooks::compile(name, &file, &source).map_err(|e| ApiError::ReloadFailed(format!("hook rejected: {e}")))?;
+                // Compiling takes milliseconds (a hostile top level up to its interrupt): off the reactor.
+                let (hook, text) = ((*name).to_owned(), source.clone());
+                tokio::task::spawn_blocking(move || {
+                    crate::hooks::compile(&hook, &std::path::PathBuf::from(format!("{hook}.ts")), &text).map(drop)
+                })
+                .await
+                .map_err(|e| ApiError::Internal(format!("compile task failed: {e}")))?
+                .map_err(|e| ApiError::ReloadFailed(format!("hook rejected: {e}")))?;
                 let deployment = versions.deploy(name, &source).map_err(|e| ApiError::Invalid(bad_hook(e.to_string())))?;
                 let revision = self.reload().await?;
                 Ok(respond::json(StatusCode::OK, &json!({"name": name, "deployment": deployment, "revision": &*revision})))
