@@ -40,6 +40,25 @@ pub struct Sources {
     pub identity_file: Option<PathBuf>,
     /// Hook directory, settings and secrets.
     pub hooks: HookSources,
+    /// Resource collections and searchable subject types.
+    pub search: crate::config::Search,
+}
+
+/// The records of one resource type, for resource enrichment and search.
+#[derive(Debug, Default)]
+pub struct Collection {
+    /// `(id, record)` in file order.
+    pub records: Vec<(String, serde_json::Value)>,
+    by_id: HashMap<String, usize>,
+}
+
+// === impl Collection ===
+
+impl Collection {
+    /// The record with this id.
+    pub fn get(&self, id: &str) -> Option<&serde_json::Value> {
+        self.by_id.get(id).and_then(|i| self.records.get(*i)).map(|(_, r)| r)
+    }
 }
 
 /// Where hooks come from.
@@ -76,6 +95,10 @@ pub struct Snapshot {
     pub identity_report: identity::LoadReport,
     /// Compiled hooks at their active versions, by name.
     pub hooks: HashMap<Arc<str>, Arc<HookSpec>>,
+    /// Resource collections by resource type.
+    pub collections: HashMap<String, Collection>,
+    /// Subject types whose subjects are the identity users (AuthZEN subject search).
+    pub subject_types: Vec<String>,
 }
 
 /// Why a snapshot could not be built.
@@ -84,6 +107,14 @@ pub enum BuildError {
     /// One or more hooks do not compile or are misconfigured.
     #[error("{} hook error(s): {}", .0.len(), .0.join("; "))]
     Hooks(Vec<String>),
+    /// A resource collection file is invalid.
+    #[error("resource collection `{}`: {message}", path.display())]
+    Collection {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// One or more policies are invalid.
     #[error(transparent)]
     Policies(#[from] policy::LoadErrors),
@@ -160,6 +191,7 @@ impl Snapshot {
             }
         };
         let hooks = build_hooks(&sources.hooks)?;
+        let (collections, collection_hash) = load_collections(&sources.search.collections)?;
         let hook_names: std::collections::HashSet<String> = hooks.keys().map(|k| k.to_string()).collect();
         let (policies, files) = policy::Set::load(&sources.policy_dir, env, Some(&hook_names))?;
         let mut hash = Sha256::new();
@@ -170,6 +202,7 @@ impl Snapshot {
             hash.update(Sha256::digest(bytes));
         }
         hash.update(identity_hash.as_bytes());
+        hash.update(collection_hash);
         let mut versions: Vec<_> = hooks.values().map(|h| format!("{}@{}", h.compiled.name, h.compiled.version)).collect();
         versions.sort();
         for v in versions {
@@ -187,7 +220,27 @@ impl Snapshot {
             loaded_at: now_rfc3339(),
             identity_report,
             hooks,
+            collections,
+            subject_types: sources.search.subject_types.clone(),
         })
+    }
+
+    /// The request with `resource.properties` filled from the resource's collection record,
+    /// when there is one (members the request sent win). `None`: use the request as it is.
+    pub fn enrich(&self, request: &serde_json::Value) -> Option<serde_json::Value> {
+        let resource = request.get("resource")?;
+        let rtype = resource.get("type")?.as_str()?;
+        let id = resource.get("id")?.as_str()?;
+        let record = self.collections.get(rtype)?.get(id)?;
+        let mut properties = record.as_object().cloned().unwrap_or_default();
+        if let Some(sent) = resource.get("properties").and_then(serde_json::Value::as_object) {
+            properties.extend(sent.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        let mut out = request.clone();
+        if let Some(r) = out.get_mut("resource").and_then(serde_json::Value::as_object_mut) {
+            r.insert("properties".to_owned(), serde_json::Value::Object(properties));
+        }
+        Some(out)
     }
 
     /// The `principal` of a subject: its identity record, or `{found: false}`.
@@ -211,8 +264,41 @@ impl Sources {
                 secrets_dir: config.hooks.secrets_dir.clone(),
                 secrets: std::collections::BTreeMap::new(),
             },
+            search: config.search.clone(),
         }
     }
+}
+
+/// Reads every collection file; ids are strings (numbers are written as strings).
+fn load_collections(
+    specs: &[crate::config::Collection],
+) -> Result<(HashMap<String, Collection>, [u8; 32]), BuildError> {
+    let mut out: HashMap<String, Collection> = HashMap::new();
+    let mut hash = Sha256::new();
+    for spec in specs {
+        let err = |message: String| BuildError::Collection { path: spec.file.clone(), message };
+        let bytes = std::fs::read(&spec.file).map_err(|e| err(format!("cannot read: {e}")))?;
+        hash.update(&bytes);
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?;
+        let items = value.as_array().ok_or_else(|| err("must be a JSON array of objects".to_owned()))?;
+        let collection = out.entry(spec.resource_type.clone()).or_default();
+        for (i, item) in items.iter().enumerate() {
+            let id = match item.get(&spec.id_field) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(serde_json::Value::Number(n)) => n.to_string(),
+                _ => return Err(err(format!("[{i}]: `{}` must be a string or a number", spec.id_field))),
+            };
+            if collection.by_id.insert(id.clone(), collection.records.len()).is_some() {
+                return Err(err(format!("[{i}]: duplicate id `{id}`")));
+            }
+            let mut record = item.clone();
+            if let Some(obj) = record.as_object_mut() {
+                obj.insert(spec.id_field.clone(), serde_json::Value::String(id.clone()));
+            }
+            collection.records.push((id, record));
+        }
+    }
+    Ok((out, hash.finalize().into()))
 }
 
 /// Compiles every hook: the `*.ts` files of the hook directory and any hook deployed only

@@ -66,6 +66,28 @@ pub struct Config {
     pub reload: Reload,
     /// Hook settings.
     pub hooks: Hooks,
+    /// AuthZEN search settings.
+    pub search: Search,
+}
+
+/// What AuthZEN search can enumerate.
+#[derive(Debug, Clone, Default)]
+pub struct Search {
+    /// Subject types whose subjects are the identity users.
+    pub subject_types: Vec<String>,
+    /// Resource collections.
+    pub collections: Vec<Collection>,
+}
+
+/// One resource collection.
+#[derive(Debug, Clone)]
+pub struct Collection {
+    /// Resource type.
+    pub resource_type: String,
+    /// JSON file of records.
+    pub file: PathBuf,
+    /// Id member.
+    pub id_field: String,
 }
 
 /// Hook pool and per-hook settings.
@@ -465,6 +487,20 @@ impl Config {
             settings,
         };
 
+        let search = Search {
+            subject_types: raw.search.subject_types.unwrap_or_else(|| vec!["user".to_owned()]),
+            collections: raw
+                .search
+                .collections
+                .into_iter()
+                .map(|c| Collection {
+                    resource_type: c.resource_type,
+                    file: resolve(&c.file),
+                    id_field: c.id_field.unwrap_or_else(|| "id".to_owned()),
+                })
+                .collect(),
+        };
+
         if !problems.is_empty() {
             return Err(Error::Invalid { source_name: source_name.to_owned(), problems });
         }
@@ -486,6 +522,7 @@ impl Config {
             decision_log,
             reload,
             hooks,
+            search,
         })
     }
 }

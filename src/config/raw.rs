@@ -33,6 +33,32 @@ pub struct RawConfig {
     /// Per-hook settings, `[hook.NAME]`.
     #[serde(default)]
     pub hook: std::collections::BTreeMap<String, RawHook>,
+    /// AuthZEN search: which subjects and resources can be enumerated.
+    #[serde(default)]
+    pub search: RawSearch,
+}
+
+/// `[search]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSearch {
+    /// AuthZEN subject types whose subjects are the identity snapshot's users.
+    pub subject_types: Option<Vec<String>>,
+    /// Resource collections, `[[search.collections]]`.
+    #[serde(default)]
+    pub collections: Vec<RawCollection>,
+}
+
+/// `[[search.collections]]`: a JSON file of records of one resource type.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCollection {
+    /// The AuthZEN resource type of the records.
+    pub resource_type: String,
+    /// JSON file: an array of objects.
+    pub file: String,
+    /// Member holding each record's id (default `id`; numbers become strings).
+    pub id_field: Option<String>,
 }
 
 /// `[hooks]`.

@@ -8,6 +8,7 @@
 
 mod outcome;
 mod request;
+pub mod search;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -90,7 +91,9 @@ pub async fn decide(
         };
     };
     let principal = snapshot.principal(request.subject_id());
-    let bindings = crate::cel::Bindings::new(request.json(), &principal, now);
+    let enriched = snapshot.enrich(request.json());
+    let json = enriched.as_ref().unwrap_or(request.json());
+    let bindings = crate::cel::Bindings::new(json, &principal, now);
     let mut errors = Vec::new();
     let mut calls = Vec::new();
     for rule in &policy.rules {
@@ -121,7 +124,7 @@ pub async fn decide(
             }
             Outcome::Hook(name) => name,
         };
-        match call_hook(snapshot, request, &principal, name, pool).await {
+        match call_hook(snapshot, json, &principal, name, pool).await {
             Ok((outcome, call)) => {
                 let version = call.version.clone();
                 calls.push(call);
@@ -159,7 +162,7 @@ const QUEUE_FULL: &str = "hook queue is full";
 /// Runs one hook; on failure returns the cause and, when the hook ran, its call record.
 async fn call_hook(
     snapshot: &Snapshot,
-    request: &DecisionRequest,
+    request: &serde_json::Value,
     principal: &serde_json::Value,
     name: &str,
     pool: Option<&hooks::Pool>,
@@ -170,7 +173,7 @@ async fn call_hook(
     let Some(pool) = pool else {
         return Err(("no hook pool is running".to_owned(), None));
     };
-    let mut input = request.json().clone();
+    let mut input = request.clone();
     if let serde_json::Value::Object(map) = &mut input {
         map.insert("principal".to_owned(), principal.clone());
     }
@@ -267,6 +270,72 @@ impl Engine {
             joined.unwrap_or(Err(decision_log::Error::Closed))?;
         }
         Ok(results)
+    }
+
+    /// Runs an AuthZEN search and logs it as one record; returns the response body.
+    pub async fn search(&self, req: search::SearchRequest, meta: &RequestMeta) -> Result<(serde_json::Value, String), Error> {
+        let started = Instant::now();
+        let snapshot = self.store.current();
+        let searched = req.searched_type().to_owned();
+        let candidates: Vec<String> = match req.kind {
+            search::Kind::Subject if snapshot.subject_types.contains(&searched) => {
+                snapshot.identity.users().map(|u| u.id.to_string()).collect()
+            }
+            search::Kind::Subject => Vec::new(),
+            search::Kind::Resource => snapshot
+                .collections
+                .get(&searched)
+                .map(|c| c.records.iter().map(|(id, _)| id.clone()).collect())
+                .unwrap_or_default(),
+            search::Kind::Action => {
+                let rtype = req.body.get("resource").and_then(|r| r.get("type")).and_then(serde_json::Value::as_str);
+                snapshot.policies.actions_for(rtype.unwrap_or_default()).into_iter().map(str::to_owned).collect()
+            }
+        };
+        let now = chrono::Utc::now();
+        let mut permitted = Vec::new();
+        for candidate in &candidates {
+            let Ok(request) = DecisionRequest::from_json(req.candidate(candidate)) else { continue };
+            let d = decide(&snapshot, &request, now, Some(&self.pool)).await;
+            if d.overloaded {
+                return Err(Error::Overloaded);
+            }
+            if d.allow {
+                permitted.push(candidate.clone());
+            }
+        }
+        let (mut body, page) = req.response(&permitted);
+        let id = uuid::Uuid::now_v7().to_string();
+        let total_us = micros(started.elapsed());
+        self.metrics.decision("search", !page.is_empty(), started.elapsed());
+        let record = Record {
+            id: id.clone(),
+            time: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            decided_by: format!("search:{}", req.kind.as_str()),
+            request: req.body,
+            decision: !page.is_empty(),
+            reason: None,
+            outputs: Some(serde_json::json!({ "results": page, "evaluated": candidates.len() })),
+            revision: snapshot.revision.to_string(),
+            hooks: Vec::new(),
+            errors: Vec::new(),
+            timings: Timings { total_us, rules_us: total_us, hooks_us: 0 },
+            identity: Freshness {
+                revision: snapshot.identity_revision.to_string(),
+                loaded_at: snapshot.loaded_at.clone(),
+                stale: false,
+            },
+            request_id: meta.request_id.clone(),
+            batch: None,
+        };
+        self.log.record(record).await?;
+        if let serde_json::Value::Object(m) = &mut body {
+            m.insert(
+                "context".to_owned(),
+                serde_json::json!({ "decision_id": id, "revision": &*snapshot.revision, "evaluated": candidates.len() }),
+            );
+        }
+        Ok((body, id))
     }
 
     async fn decide_one(

@@ -263,11 +263,13 @@ impl Set {
         self.policies.iter().map(|p| p.rules.len()).sum()
     }
 
-    /// Every distinct action named by some policy (for AuthZEN action search).
-    pub fn actions(&self) -> Vec<&str> {
+    /// The actions named by policies that apply to `resource_type`, in file order, each once
+    /// (the candidates of AuthZEN action search).
+    pub fn actions_for(&self, resource_type: &str) -> Vec<&str> {
         let mut seen = HashSet::new();
         self.policies
             .iter()
+            .filter(|p| p.resource_types.is_empty() || p.resource_types.iter().any(|t| t == resource_type))
             .flat_map(|p| p.actions.iter().map(String::as_str))
             .filter(|a| seen.insert(*a))
             .collect()

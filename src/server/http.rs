@@ -14,6 +14,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::respond::{self, ApiError, Body};
+use crate::decision::search::{self, SearchRequest};
 use crate::decision::{DecisionRequest, Engine, Evaluations, RequestMeta};
 use crate::metrics::Metrics;
 
@@ -44,6 +45,7 @@ pub struct Api {
 enum Route {
     Evaluation,
     Evaluations,
+    Search(search::Kind),
     Metadata,
 }
 
@@ -63,6 +65,9 @@ impl Api {
                 let label = match r {
                     Route::Evaluation => "evaluation",
                     Route::Evaluations => "evaluations",
+                    Route::Search(search::Kind::Subject) => "search_subject",
+                    Route::Search(search::Kind::Resource) => "search_resource",
+                    Route::Search(search::Kind::Action) => "search_action",
                     Route::Metadata => "metadata",
                 };
                 let meta = RequestMeta {
@@ -93,6 +98,16 @@ impl Api {
     async fn dispatch(&self, route: Route, req: Request<Incoming>, meta: &RequestMeta) -> Result<Response<Body>, ApiError> {
         match route {
             Route::Metadata => Ok(self.metadata()),
+            Route::Search(kind) => {
+                let body = self.read_json(req).await?;
+                let request = SearchRequest::from_json(kind, body)?;
+                let (body, id) = self.engine.search(request, meta).await?;
+                let mut resp = respond::json(StatusCode::OK, &body);
+                if let Ok(v) = HeaderValue::from_str(&id) {
+                    resp.headers_mut().insert("x-decision-id", v);
+                }
+                Ok(resp)
+            }
             Route::Evaluation => {
                 let body = self.read_json(req).await?;
                 let request = DecisionRequest::from_json(body)?;
@@ -124,6 +139,9 @@ impl Api {
                 "policy_decision_point": base,
                 "access_evaluation_endpoint": format!("{base}/access/v1/evaluation"),
                 "access_evaluations_endpoint": format!("{base}/access/v1/evaluations"),
+                "search_subject_endpoint": format!("{base}/access/v1/search/subject"),
+                "search_resource_endpoint": format!("{base}/access/v1/search/resource"),
+                "search_action_endpoint": format!("{base}/access/v1/search/action"),
             }),
         )
     }
@@ -139,6 +157,9 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
     let (route, allow) = match path {
         "/access/v1/evaluation" => (Route::Evaluation, "POST"),
         "/access/v1/evaluations" => (Route::Evaluations, "POST"),
+        "/access/v1/search/subject" => (Route::Search(search::Kind::Subject), "POST"),
+        "/access/v1/search/resource" => (Route::Search(search::Kind::Resource), "POST"),
+        "/access/v1/search/action" => (Route::Search(search::Kind::Action), "POST"),
         "/.well-known/authzen-configuration" => (Route::Metadata, "GET"),
         _ => return Err(ApiError::NotFound(path.to_owned())),
     };

@@ -12,7 +12,7 @@ fn run(args: &[&str], dir: &std::path::Path) -> (bool, String, String) {
 
 #[test]
 fn check_accepts_every_example_and_the_default() {
-    for example in ["authzen-todo", "provisioning", "access-requests"] {
+    for example in ["authzen-todo", "authzen-search", "provisioning", "access-requests", "onboarding"] {
         let (ok, out, err) = run(&["check", "--config", &format!("examples/{example}/verdict.toml")], &repo());
         assert!(ok, "{example}: {out}{err}");
         assert!(out.starts_with("ok: "), "{out}");
