@@ -13,9 +13,11 @@ use crate::util::{TestServer, bin, eval_request, log_records};
 fn kill_9_loses_no_answered_decision() {
     let server = TestServer::example("provisioning");
     let stop = Arc::new(AtomicBool::new(false));
+    let answered_so_far = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let clients: Vec<_> = (0..8)
         .map(|i| {
             let stop = stop.clone();
+            let count = answered_so_far.clone();
             let mut c = server.client();
             std::thread::spawn(move || {
                 let mut ids = Vec::new();
@@ -23,7 +25,10 @@ fn kill_9_loses_no_answered_decision() {
                 while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(30) {
                     let req = eval_request(if i % 2 == 0 { "u-bob" } else { "u-alice" }, "provision", "cloud.vm", "vm");
                     match c.try_post_json("/access/v1/evaluation", &req) {
-                        Ok(r) if r.status == 200 => ids.push(r.header("x-decision-id").unwrap().to_owned()),
+                        Ok(r) if r.status == 200 => {
+                            ids.push(r.header("x-decision-id").unwrap().to_owned());
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
                         Ok(r) => panic!("status {} before the crash", r.status),
                         Err(_) => break, // the server died mid-request: nothing was answered
                     }
@@ -32,7 +37,8 @@ fn kill_9_loses_no_answered_decision() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(700));
+    // Kill once the clients are in full flow (bounded: at most 20 s on a loaded machine).
+    crate::util::wait_for(Duration::from_secs(20), || answered_so_far.load(Ordering::Relaxed) >= 300);
     let mut server = server;
     server.signal("-KILL");
     stop.store(true, Ordering::Relaxed);

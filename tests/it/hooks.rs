@@ -317,7 +317,7 @@ fn a_full_hook_queue_fails_fast_with_503() {
     for (_, retry, body, took) in &refused {
         assert_eq!(retry.as_deref(), Some("1"));
         assert!(body.contains("hook queue is full"), "{body}");
-        assert!(*took < Duration::from_millis(500), "a refusal waited {took:?}");
+        assert!(*took < Duration::from_millis(1000), "a refusal waited {took:?} (the hook runs 1500 ms)");
     }
     let metrics = String::from_utf8(server.admin_client().get("/metrics").body).unwrap();
     assert!(metrics.contains("verdict_hook_overloaded_total"), "{metrics}");
