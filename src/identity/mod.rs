@@ -28,6 +28,7 @@ use std::path::Path;
 
 pub mod generate;
 mod index;
+pub mod scim;
 mod snapshot;
 #[cfg(test)]
 mod tests;

@@ -34,14 +34,17 @@ type Seen = Vec<(String, String, bool, u16)>;
 
 struct Load {
     stop: Arc<AtomicBool>,
+    sent: Arc<std::sync::atomic::AtomicUsize>,
     threads: Vec<std::thread::JoinHandle<Seen>>,
 }
 
 fn start_load(server: &TestServer, clients: usize) -> Load {
     let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let threads = (0..clients)
         .map(|_| {
             let stop = stop.clone();
+            let sent = sent.clone();
             let mut c = server.client();
             std::thread::spawn(move || {
                 let mut seen = Vec::new();
@@ -49,6 +52,7 @@ fn start_load(server: &TestServer, clients: usize) -> Load {
                 // Bounded: stops when told, or after 60 s whatever happens.
                 while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(60) {
                     let r = c.post_json("/access/v1/evaluation", &eval_request("alice", "read", "doc", "d1"));
+                    sent.fetch_add(1, Ordering::Relaxed);
                     let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
                     seen.push((
                         v["context"]["revision"].as_str().unwrap_or_default().to_owned(),
@@ -61,12 +65,16 @@ fn start_load(server: &TestServer, clients: usize) -> Load {
             })
         })
         .collect();
-    Load { stop, threads }
+    Load { stop, sent, threads }
 }
 
 impl Load {
     /// Stops the clients and checks every answer; returns the reasons seen, in order of first use.
     fn finish(self) -> Vec<String> {
+        // Slow machines send fewer requests in the same time: keep the load on until enough
+        // requests crossed the reloads (bounded by the clients' own 60 s limit).
+        let sent = self.sent.clone();
+        wait_for(Duration::from_secs(50), || sent.load(Ordering::Relaxed) > 50);
         self.stop.store(true, Ordering::Relaxed);
         let mut by_revision: HashMap<String, String> = HashMap::new();
         let mut reasons = Vec::new();
