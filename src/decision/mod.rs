@@ -136,10 +136,11 @@ pub async fn decide(
                     ..Decision::new(outcome.decision, DecidedBy::Hook(format!("hook:{name}@{version}").into()))
                 };
             }
-            Err((cause, call)) => {
-                errors.push(format!("rule `{}`: hook `{name}`: {cause}", rule.name));
-                let overloaded = call.as_ref().is_some_and(|c| c.error.as_deref() == Some(QUEUE_FULL));
-                calls.extend(call);
+            Err(failed) => {
+                errors.push(format!("rule `{}`: hook `{name}`: {}", rule.name, failed.cause));
+                let overloaded = failed.overloaded;
+                let cause = failed.cause;
+                calls.extend(failed.call);
                 if overloaded {
                     return Decision { errors, hooks: calls, overloaded: true, ..Decision::error("hook queue is full") };
                 }
@@ -156,8 +157,19 @@ pub async fn decide(
     Decision { reason: policy.default_reason.clone(), errors, hooks: calls, ..Decision::new(policy.default == Effect::Allow, DecidedBy::Default) }
 }
 
-/// The error text of a call refused because the hook queue was full.
-const QUEUE_FULL: &str = "hook queue is full";
+/// A hook that did not decide: why, its call record when it ran, and whether the pool
+/// refused it outright (queue full), which the server answers with 503.
+struct HookFailure {
+    cause: String,
+    call: Option<HookCall>,
+    overloaded: bool,
+}
+
+impl HookFailure {
+    fn before_call(cause: String) -> HookFailure {
+        HookFailure { cause, call: None, overloaded: false }
+    }
+}
 
 /// Runs one hook; on failure returns the cause and, when the hook ran, its call record.
 async fn call_hook(
@@ -166,12 +178,12 @@ async fn call_hook(
     principal: &serde_json::Value,
     name: &str,
     pool: Option<&hooks::Pool>,
-) -> Result<(hooks::Outcome, HookCall), (String, Option<HookCall>)> {
+) -> Result<(hooks::Outcome, HookCall), HookFailure> {
     let Some(spec) = snapshot.hooks.get(name) else {
-        return Err((format!("hook `{name}` is not loaded"), None));
+        return Err(HookFailure::before_call(format!("hook `{name}` is not loaded")));
     };
     let Some(pool) = pool else {
-        return Err(("no hook pool is running".to_owned(), None));
+        return Err(HookFailure::before_call("no hook pool is running".to_owned()));
     };
     let mut input = request.clone();
     if let serde_json::Value::Object(map) = &mut input {
@@ -188,16 +200,17 @@ async fn call_hook(
         error: None,
     };
     match result {
-        Ok(outcome) => {
+        Ok(mut outcome) => {
             call.memory_bytes = outcome.memory_bytes;
-            call.logs = outcome.logs.clone();
+            call.logs = std::mem::take(&mut outcome.logs);
             Ok((outcome, call))
         }
         Err(e) => {
             let cause = e.error.to_string();
+            let overloaded = matches!(e.error, hooks::Error::QueueFull);
             call.logs = e.logs;
             call.error = Some(cause.clone());
-            Err((cause, Some(call)))
+            Err(HookFailure { cause, call: Some(call), overloaded })
         }
     }
 }
