@@ -14,7 +14,7 @@ use verdict::reload::{Snapshot, Sources};
 
 fn example(name: &str) -> Option<Snapshot> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples").join(name);
-    let sources = Sources { policy_dir: root.join("policies"), identity_file: Some(root.join("identity.json")), hooks: Default::default(), search: Default::default() };
+    let sources = Sources { policy_dir: root.join("policies"), identity_file: Some(root.join("identity.json")), hooks: Default::default(), search: Default::default(), scim: None };
     Snapshot::build(&sources, &verdict::cel::Env::new()).ok()
 }
 

@@ -29,6 +29,16 @@ pub struct Metrics {
     log_unavailable: Counter<u64, AtomicU64>,
     hook_overloaded: Counter<u64, AtomicU64>,
     hook_calls: Family<HookLabels, Counter>,
+    identity_stale: Gauge,
+    identity_syncs: Family<ResultLabels, Counter>,
+    identity_last_sync: Gauge,
+    identity_lookups: Family<ResultLabels, Counter>,
+    identity_upstream_lookups: Counter<u64, AtomicU64>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -100,6 +110,32 @@ impl Metrics {
         );
         let hook_calls = Family::<HookLabels, Counter>::default();
         registry.register("hook_calls", "Hook calls by result, from the pool's counters", hook_calls.clone());
+        let identity_stale = Gauge::default();
+        registry.register(
+            "identity_stale",
+            "1 while the identity data could not be confirmed with its SCIM upstream",
+            identity_stale.clone(),
+        );
+        let identity_syncs = Family::<ResultLabels, Counter>::default();
+        registry.register("identity_syncs", "SCIM full syncs, by result", identity_syncs.clone());
+        let identity_last_sync = Gauge::default();
+        registry.register(
+            "identity_last_sync_timestamp_seconds",
+            "Unix time of the last successful SCIM sync",
+            identity_last_sync.clone(),
+        );
+        let identity_lookups = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "identity_lookups",
+            "Read-through lookups of subjects missing from the index, by result",
+            identity_lookups.clone(),
+        );
+        let identity_upstream_lookups = Counter::default();
+        registry.register(
+            "identity_upstream_lookups",
+            "Read-through lookups that went to the SCIM upstream (cache misses)",
+            identity_upstream_lookups.clone(),
+        );
         reload_ok.set(1);
         Metrics {
             registry,
@@ -114,6 +150,11 @@ impl Metrics {
             log_unavailable,
             hook_overloaded,
             hook_calls,
+            identity_stale,
+            identity_syncs,
+            identity_last_sync,
+            identity_lookups,
+            identity_upstream_lookups,
         }
     }
 
@@ -158,7 +199,12 @@ impl Metrics {
 
     /// Renders the text exposition format, after copying the log writer's and the hook pool's
     /// counters in.
-    pub fn render(&self, log: &crate::decision_log::Stats, hooks: Option<&crate::hooks::PoolStats>) -> String {
+    pub fn render(
+        &self,
+        log: &crate::decision_log::Stats,
+        hooks: Option<&crate::hooks::PoolStats>,
+        scim: Option<&crate::identity::sync::ScimSource>,
+    ) -> String {
         let bump = |c: &Counter<u64, AtomicU64>, to: u64| {
             let now = c.get();
             if to > now {
@@ -178,6 +224,25 @@ impl Metrics {
                 ("error", h.errors),
             ] {
                 bump(&self.hook_calls.get_or_create(&HookLabels { result }), n);
+            }
+        }
+        if let Some(scim) = scim {
+            use std::sync::atomic::Ordering::Relaxed;
+            let c = scim.counters();
+            self.identity_stale.set(i64::from(scim.is_stale()));
+            bump(&self.identity_syncs.get_or_create(&ResultLabels { result: "ok" }), c.syncs_ok.load(Relaxed));
+            bump(&self.identity_syncs.get_or_create(&ResultLabels { result: "error" }), c.syncs_failed.load(Relaxed));
+            for (result, n) in [
+                ("found", &c.lookups_found),
+                ("not_found", &c.lookups_not_found),
+                ("error", &c.lookups_error),
+                ("skipped_stale", &c.lookups_skipped),
+            ] {
+                bump(&self.identity_lookups.get_or_create(&ResultLabels { result }), n.load(Relaxed));
+            }
+            bump(&self.identity_upstream_lookups, c.upstream_lookups.load(Relaxed));
+            if let Some(at) = scim.synced_at().and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok()) {
+                self.identity_last_sync.set(at.timestamp());
             }
         }
         let mut out = String::new();

@@ -42,6 +42,8 @@ pub struct Sources {
     pub hooks: HookSources,
     /// Resource collections and searchable subject types.
     pub search: crate::config::Search,
+    /// SCIM upstream owning users and groups, with its last good data.
+    pub scim: Option<Arc<identity::sync::ScimSource>>,
 }
 
 /// The records of one resource type, for resource enrichment and search.
@@ -99,6 +101,10 @@ pub struct Snapshot {
     pub collections: HashMap<String, Collection>,
     /// Subject types whose subjects are the identity users (AuthZEN subject search).
     pub subject_types: Vec<String>,
+    /// The SCIM upstream, for read-through lookups and freshness.
+    pub scim: Option<Arc<identity::sync::ScimSource>>,
+    /// How the SCIM data was joined with the identity file, when it was.
+    pub merge_report: Option<identity::MergeReport>,
 }
 
 /// Why a snapshot could not be built.
@@ -140,6 +146,8 @@ pub enum Trigger {
     Signal,
     /// `POST /v1/reload`.
     Admin,
+    /// A SCIM sync brought new identity data.
+    Scim,
 }
 
 /// The outcome of the last reload attempt, for the admin status.
@@ -178,17 +186,44 @@ pub struct Store {
 impl Snapshot {
     /// Reads and compiles every source.
     pub fn build(sources: &Sources, env: &cel::Env) -> Result<Snapshot, BuildError> {
-        let (index, identity_report, identity_hash) = match &sources.identity_file {
-            Some(path) => {
-                let bytes = std::fs::read(path)
-                    .map_err(|source| BuildError::ReadIdentity { path: path.clone(), source })?;
-                let (index, report) = identity::load_bytes(&bytes, path)?;
-                (index, report, hex::encode(Sha256::digest(&bytes)))
+        let synced = sources.scim.as_ref().and_then(|s| s.data());
+        Snapshot::build_with(sources, env, synced.as_deref())
+    }
+
+    /// Like [`Snapshot::build`], with `synced` as the SCIM data (a sync's candidate, or none).
+    pub fn build_with(
+        sources: &Sources,
+        env: &cel::Env,
+        synced: Option<&identity::sync::Synced>,
+    ) -> Result<Snapshot, BuildError> {
+        let file = match &sources.identity_file {
+            Some(path) => Some((
+                std::fs::read(path).map_err(|source| BuildError::ReadIdentity { path: path.clone(), source })?,
+                path,
+            )),
+            None => None,
+        };
+        let file_hash = file.as_ref().map_or_else(|| "none".to_owned(), |(bytes, _)| hex::encode(Sha256::digest(bytes)));
+        let scim = sources.scim.as_ref().map(|s| s.settings());
+        let (index, identity_report, identity_hash, merge_report) = match (synced, scim) {
+            (Some(synced), Some(settings)) => {
+                let file = file.as_ref().map(|(bytes, path)| (bytes.as_slice(), path.as_path()));
+                let (index, report, merged) =
+                    identity::load_merged(file, synced, &settings.match_rules, &settings.base_url)?;
+                let hash = hex::encode(Sha256::digest(format!("{file_hash}+scim:{}", synced.hash)));
+                (index, report, hash, Some(merged))
             }
-            None => {
-                let (index, report) = identity::load_bytes(EMPTY_SNAPSHOT.as_bytes(), Path::new("(no identity file)"))?;
-                (index, report, "none".to_owned())
-            }
+            _ => match &file {
+                Some((bytes, path)) => {
+                    let (index, report) = identity::load_bytes(bytes, path)?;
+                    (index, report, file_hash, None)
+                }
+                None => {
+                    let (index, report) =
+                        identity::load_bytes(EMPTY_SNAPSHOT.as_bytes(), Path::new("(no identity file)"))?;
+                    (index, report, file_hash, None)
+                }
+            },
         };
         let hooks = build_hooks(&sources.hooks)?;
         let (collections, collection_hash) = load_collections(&sources.search.collections)?;
@@ -222,7 +257,20 @@ impl Snapshot {
             hooks,
             collections,
             subject_types: sources.search.subject_types.clone(),
+            scim: sources.scim.clone(),
+            merge_report,
         })
+    }
+
+    /// How fresh the identity data is, for a decision record made now.
+    pub fn freshness(&self) -> crate::decision_log::Freshness {
+        crate::decision_log::Freshness {
+            revision: self.identity_revision.to_string(),
+            loaded_at: self.loaded_at.clone(),
+            stale: self.scim.as_ref().is_some_and(|s| s.is_stale()),
+            source: if self.scim.is_some() { "scim" } else { "file" }.into(),
+            synced_at: self.scim.as_ref().and_then(|s| s.synced_at()),
+        }
     }
 
     /// The request with `resource.properties` filled from the resource's collection record,
@@ -265,6 +313,10 @@ impl Sources {
                 secrets: std::collections::BTreeMap::new(),
             },
             search: config.search.clone(),
+            scim: config
+                .scim
+                .clone()
+                .map(|settings| Arc::new(identity::sync::ScimSource::new(settings, config.hooks.secrets_dir.clone()))),
         }
     }
 }
@@ -418,11 +470,16 @@ fn secret_value(src: &HookSources, name: &str) -> Option<String> {
     if let Some(v) = src.secrets.get(name) {
         return Some(v.clone());
     }
+    secret(name, src.secrets_dir.as_deref())
+}
+
+/// A secret from the environment (`VERDICT_SECRET_NAME`) or the file `NAME` in `dir` (a
+/// Kubernetes secret mount), without its trailing newline.
+pub fn secret(name: &str, dir: Option<&Path>) -> Option<String> {
     if let Ok(v) = std::env::var(format!("VERDICT_SECRET_{name}")) {
         return Some(v);
     }
-    let dir = src.secrets_dir.as_ref()?;
-    let text = std::fs::read_to_string(dir.join(name)).ok()?;
+    let text = std::fs::read_to_string(dir?.join(name)).ok()?;
     Some(text.trim_end_matches(['\n', '\r']).to_owned())
 }
 
@@ -443,6 +500,7 @@ impl Trigger {
             Trigger::File => "file",
             Trigger::Signal => "signal",
             Trigger::Admin => "admin",
+            Trigger::Scim => "scim",
         }
     }
 }
@@ -490,8 +548,16 @@ impl Store {
     /// Rebuilds from the sources and swaps if the build succeeds and the inputs changed.
     /// Blocking: call from `spawn_blocking` or a plain thread.
     pub fn reload(&self, trigger: Trigger) -> Result<Arc<str>, Arc<BuildError>> {
+        self.rebuild(trigger, None)
+    }
+
+    /// Rebuilds with `synced` as the SCIM data instead of the source's last good data.
+    fn rebuild(&self, trigger: Trigger, synced: Option<&identity::sync::Synced>) -> Result<Arc<str>, Arc<BuildError>> {
         let _guard = self.reload_lock.lock();
-        let result = Snapshot::build(&self.sources, &self.env);
+        let result = match synced {
+            Some(data) => Snapshot::build_with(&self.sources, &self.env, Some(data)),
+            None => Snapshot::build(&self.sources, &self.env),
+        };
         let mut status = Status {
             at: now_rfc3339(),
             trigger: trigger.as_str(),
@@ -526,6 +592,12 @@ impl Store {
         self.metrics.reload(trigger.as_str(), status.ok);
         *self.status.lock() = status;
         outcome
+    }
+}
+
+impl identity::sync::Apply for Store {
+    fn apply(&self, data: Arc<identity::sync::Synced>) -> Result<(), String> {
+        self.rebuild(Trigger::Scim, Some(&data)).map(|_| ()).map_err(|e| e.to_string())
     }
 }
 

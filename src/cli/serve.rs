@@ -61,6 +61,16 @@ async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
     })?;
     let store = Arc::new(Store::open(sources, metrics.clone()).context("cannot build the first snapshot")?);
     let log = DecisionLog::spawn(config.decision_log.clone()).context("cannot open the decision log")?;
+    // SCIM: one sync before listening, so a healthy upstream's users serve from the first
+    // request; a failing one leaves the file's data serving, stale and not ready.
+    let scim = store.sources().scim.clone();
+    let apply: Arc<dyn crate::identity::sync::Apply> = store.clone();
+    if let Some(source) = &scim {
+        match source.sync(&apply).await {
+            Ok(_) => tracing::info!(base_url = %source.settings().base_url, revision = %store.current().revision, "scim: first sync done"),
+            Err(e) => tracing::warn!(error = %e, "scim: first sync failed; serving the identity file alone until a sync succeeds"),
+        }
+    }
     let tls = match &config.server.tls {
         Some(t) => Some(server::tls_acceptor(t)?),
         None => None,
@@ -82,6 +92,8 @@ async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
     } else {
         None
     };
+
+    let syncer = scim.map(|source| tokio::spawn(crate::identity::sync::run(source, apply, shutdown.subscribe())));
 
     let engine = Engine::new(store.clone(), log.clone(), metrics.clone(), pool.clone());
     let limits = Limits {
@@ -125,6 +137,9 @@ async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
     }
     if let Some(w) = watcher {
         w.abort();
+    }
+    if let Some(s) = syncer {
+        s.abort();
     }
     signals.abort();
     // Every answered decision was written before its answer; this flushes any record whose

@@ -60,6 +60,8 @@ pub struct Config {
     pub policy_dir: PathBuf,
     /// Identity snapshot file, if any.
     pub identity_file: Option<PathBuf>,
+    /// SCIM upstream for users and groups, if any.
+    pub scim: Option<Scim>,
     /// Decision log settings.
     pub decision_log: crate::decision_log::Config,
     /// Reload settings.
@@ -69,6 +71,52 @@ pub struct Config {
     /// AuthZEN search settings.
     pub search: Search,
 }
+
+/// `[identity.scim]`: a SCIM 2.0 service provider that owns users and groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scim {
+    /// Base URL (`/Users` and `/Groups` are appended).
+    pub base_url: String,
+    /// Secret holding the bearer token, if the upstream wants one.
+    pub token_secret: Option<String>,
+    /// Time between full syncs.
+    pub interval: Duration,
+    /// Bound on one SCIM request.
+    pub timeout: Duration,
+    /// Resources asked for per page.
+    pub page_size: usize,
+    /// How file users are joined to SCIM users, tried in order.
+    pub match_rules: Vec<crate::identity::MatchRule>,
+    /// First retry delay after a failure.
+    pub retry_min: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// Whether stale data (upstream failing) still counts as ready.
+    pub stale_is_ready: bool,
+    /// Read-through lookups for subjects missing from the index.
+    pub read_through: bool,
+    /// Lifetime of a read-through hit.
+    pub cache_ttl: Duration,
+    /// Lifetime of a read-through miss.
+    pub negative_ttl: Duration,
+    /// Most read-through entries kept.
+    pub cache_capacity: u64,
+}
+
+/// Default time between full SCIM syncs.
+pub const DEFAULT_SCIM_INTERVAL: Duration = Duration::from_secs(300);
+/// Default bound on one SCIM request.
+pub const DEFAULT_SCIM_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default first retry delay after a failed sync.
+pub const DEFAULT_SCIM_RETRY_MIN: Duration = Duration::from_secs(1);
+/// Default longest retry delay.
+pub const DEFAULT_SCIM_RETRY_MAX: Duration = Duration::from_secs(60);
+/// Default lifetime of a read-through hit.
+pub const DEFAULT_SCIM_CACHE_TTL: Duration = Duration::from_secs(60);
+/// Default lifetime of a read-through miss: short, so a user created upstream is seen soon.
+pub const DEFAULT_SCIM_NEGATIVE_TTL: Duration = Duration::from_secs(5);
+/// Default most read-through entries kept.
+pub const DEFAULT_SCIM_CACHE_CAPACITY: u64 = 10_000;
 
 /// What AuthZEN search can enumerate.
 #[derive(Debug, Clone, Default)]
@@ -242,6 +290,7 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("VERDICT_ADMIN_TOKEN", "admin.token"),
     ("VERDICT_POLICY_DIR", "policies.dir"),
     ("VERDICT_IDENTITY_FILE", "identity.file"),
+    ("VERDICT_SCIM_BASE_URL", "identity.scim.base_url"),
     ("VERDICT_DECISION_LOG", "decision_log.path"),
     ("VERDICT_DECISION_LOG_DURABILITY", "decision_log.durability"),
     ("VERDICT_DECISION_LOG_MAX_BYTES", "decision_log.max_bytes"),
@@ -416,6 +465,53 @@ impl Config {
             Some(f) => Some(resolve(f)),
             None => Some(resolve(DEFAULT_IDENTITY_FILE)),
         };
+        let scim = raw.identity.scim.map(|r| {
+            let base_url = r.base_url.unwrap_or_default();
+            if base_url.is_empty() {
+                bad("identity.scim.base_url", "is required (e.g. `http://127.0.0.1:8080/v2`)".to_owned());
+            } else if !base_url.starts_with("http://") {
+                bad("identity.scim.base_url", format!("`{base_url}`: only `http://` upstreams are supported"));
+            }
+            if let Some(s) = &r.token_secret
+                && (s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            {
+                bad("identity.scim.token_secret", format!("`{s}` is not a secret name (letters, digits, `_`)"));
+            }
+            let match_rules = match r.match_rules {
+                None => crate::identity::MatchRule::DEFAULT.to_vec(),
+                Some(names) => names
+                    .iter()
+                    .filter_map(|n| {
+                        crate::identity::MatchRule::parse(n)
+                            .map_err(|m| bad("identity.scim.match", m))
+                            .ok()
+                    })
+                    .collect(),
+            };
+            let ms = |v: Option<u64>, d: Duration, key: &str, bad: &mut dyn FnMut(&str, String)| {
+                Duration::from_millis(positive(v, u64::try_from(d.as_millis()).unwrap_or(u64::MAX), key, bad))
+            };
+            let retry_min = ms(r.retry_min_ms, DEFAULT_SCIM_RETRY_MIN, "identity.scim.retry_min_ms", &mut bad);
+            let retry_max = ms(r.retry_max_ms, DEFAULT_SCIM_RETRY_MAX, "identity.scim.retry_max_ms", &mut bad);
+            if retry_max < retry_min {
+                bad("identity.scim.retry_max_ms", "must not be less than `retry_min_ms`".to_owned());
+            }
+            Scim {
+                base_url,
+                token_secret: r.token_secret,
+                interval: ms(r.interval_ms, DEFAULT_SCIM_INTERVAL, "identity.scim.interval_ms", &mut bad),
+                timeout: ms(r.timeout_ms, DEFAULT_SCIM_TIMEOUT, "identity.scim.timeout_ms", &mut bad),
+                page_size: to_usize(positive(r.page_size, 100, "identity.scim.page_size", &mut bad)),
+                match_rules,
+                retry_min,
+                retry_max,
+                stale_is_ready: r.stale_is_ready.unwrap_or(true),
+                read_through: r.read_through.unwrap_or(true),
+                cache_ttl: ms(r.cache_ttl_ms, DEFAULT_SCIM_CACHE_TTL, "identity.scim.cache_ttl_ms", &mut bad),
+                negative_ttl: ms(r.negative_ttl_ms, DEFAULT_SCIM_NEGATIVE_TTL, "identity.scim.negative_ttl_ms", &mut bad),
+                cache_capacity: positive(r.cache_capacity, DEFAULT_SCIM_CACHE_CAPACITY, "identity.scim.cache_capacity", &mut bad),
+            }
+        });
         let reload = Reload {
             watch: raw.reload.watch.unwrap_or(true),
             debounce: raw.reload.debounce_ms.map_or(DEFAULT_RELOAD_DEBOUNCE, Duration::from_millis),
@@ -519,6 +615,7 @@ impl Config {
             admin: Admin { listen: admin_listen, token },
             policy_dir,
             identity_file,
+            scim,
             decision_log,
             reload,
             hooks,
@@ -530,7 +627,8 @@ impl Config {
 /// Writes an override into the TOML table at its dotted key; numbers and booleans are parsed as
 /// TOML literals so `VERDICT_MAX_CONNECTIONS=10` is an integer.
 fn set_key(table: &mut toml::Table, key: &str, value: String) {
-    const STRING_KEYS: &[&str] = &["listen", "token", "dir", "file", "path", "durability", "state_dir", "secrets_dir"];
+    const STRING_KEYS: &[&str] =
+        &["listen", "token", "dir", "file", "path", "durability", "state_dir", "secrets_dir", "base_url"];
     let last = key.rsplit('.').next().unwrap_or(key);
     let mut literal = Some(if STRING_KEYS.contains(&last) {
         toml::Value::String(value)

@@ -165,6 +165,41 @@ pub struct RawPolicies {
 pub struct RawIdentity {
     /// Identity snapshot file (JSON).
     pub file: Option<String>,
+    /// A SCIM 2.0 service provider that owns users and groups.
+    pub scim: Option<RawScim>,
+}
+
+/// `[identity.scim]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScim {
+    /// Base URL of the SCIM endpoints (`http://host:port/v2`).
+    pub base_url: Option<String>,
+    /// Name of the secret holding the bearer token (`VERDICT_SECRET_<NAME>` or the secrets dir).
+    pub token_secret: Option<String>,
+    /// Time between full syncs, in milliseconds.
+    pub interval_ms: Option<u64>,
+    /// Bound on one SCIM request, in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Resources asked for per page.
+    pub page_size: Option<u64>,
+    /// How file users are joined to SCIM users, in order: `id`, `external_id`, `email`, `username`.
+    #[serde(rename = "match")]
+    pub match_rules: Option<Vec<String>>,
+    /// First retry delay after a failed sync, in milliseconds (doubles up to `retry_max_ms`).
+    pub retry_min_ms: Option<u64>,
+    /// Longest retry delay, in milliseconds.
+    pub retry_max_ms: Option<u64>,
+    /// Whether `/readyz` says ready while the data is stale (the upstream is failing).
+    pub stale_is_ready: Option<bool>,
+    /// Read-through lookups of subjects missing from the index: cache lifetime of a hit, ms.
+    pub cache_ttl_ms: Option<u64>,
+    /// Cache lifetime of a miss (no such user), ms.
+    pub negative_ttl_ms: Option<u64>,
+    /// Most read-through entries kept.
+    pub cache_capacity: Option<u64>,
+    /// Turn read-through lookups off (misses wait for the next full sync).
+    pub read_through: Option<bool>,
 }
 
 /// `[decision_log]`.

@@ -16,7 +16,7 @@ use std::time::Instant;
 pub use outcome::{DecidedBy, Decision};
 pub use request::{BatchRequest, DecisionRequest, Evaluations, Problem, RequestError, Semantic};
 
-use crate::decision_log::{self, BatchPos, DecisionLog, Freshness, HookCall, Record, Timings};
+use crate::decision_log::{self, BatchPos, DecisionLog, HookCall, Record, Timings};
 use crate::hooks;
 use crate::metrics::Metrics;
 use crate::policy::{Effect, OnError, Outcome};
@@ -90,7 +90,13 @@ pub async fn decide(
             ..Decision::new(false, DecidedBy::Default)
         };
     };
-    let principal = snapshot.principal(request.subject_id());
+    let mut principal = snapshot.principal(request.subject_id());
+    if let Some(scim) = snapshot.scim.as_deref()
+        && principal.get("found") != Some(&serde_json::Value::Bool(true))
+        && let Some(found) = scim.read_through(request.subject_id()).await
+    {
+        principal = found;
+    }
     let enriched = snapshot.enrich(request.json());
     let json = enriched.as_ref().unwrap_or(request.json());
     let bindings = crate::cel::Bindings::new(json, &principal, now);
@@ -333,11 +339,7 @@ impl Engine {
             hooks: Vec::new(),
             errors: Vec::new(),
             timings: Timings { total_us, rules_us: total_us, hooks_us: 0 },
-            identity: Freshness {
-                revision: snapshot.identity_revision.to_string(),
-                loaded_at: snapshot.loaded_at.clone(),
-                stale: false,
-            },
+            identity: snapshot.freshness(),
             request_id: meta.request_id.clone(),
             batch: None,
         };
@@ -377,11 +379,7 @@ impl Engine {
             hooks: std::mem::take(&mut decision.hooks),
             errors: decision.errors.clone(),
             timings: Timings { total_us, rules_us: total_us.saturating_sub(hooks_us), hooks_us },
-            identity: Freshness {
-                revision: snapshot.identity_revision.to_string(),
-                loaded_at: snapshot.loaded_at.clone(),
-                stale: false,
-            },
+            identity: snapshot.freshness(),
             request_id: meta.request_id.clone(),
             batch,
         };

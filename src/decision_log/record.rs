@@ -101,8 +101,15 @@ pub struct Freshness {
     pub revision: String,
     /// When that snapshot was loaded (RFC 3339).
     pub loaded_at: String,
-    /// Whether the snapshot was older than its configured maximum age.
+    /// Whether the data could not be confirmed with its upstream: the last SCIM sync failed
+    /// (the decision used the last good data).
     pub stale: bool,
+    /// `file` (the snapshot file alone) or `scim` (SCIM users and groups merged with it).
+    #[serde(default, skip_serializing_if = "str::is_empty")]
+    pub source: std::borrow::Cow<'static, str>,
+    /// When the SCIM data was last confirmed (RFC 3339); absent before the first sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_at: Option<String>,
 }
 
 /// Position of a decision within a batch request.
@@ -182,6 +189,8 @@ impl Record {
                 revision: "i1".to_owned(),
                 loaded_at: "2025-01-02T03:00:00.000Z".to_owned(),
                 stale: false,
+                source: "file".into(),
+                synced_at: None,
             },
             request_id: None,
             batch: None,

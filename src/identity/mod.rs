@@ -28,13 +28,16 @@ use std::path::Path;
 
 pub mod generate;
 mod index;
+mod merge;
 pub mod scim;
+pub mod sync;
 mod snapshot;
 #[cfg(test)]
 mod tests;
 
 pub use generate::{Profile, generate};
 pub use index::Index;
+pub use merge::{MatchRule, MergeReport, merge};
 pub use snapshot::{
     Account, App, Attributes, Counts, Dangling, Entitlement, Grant, Group, LoadReport, Snapshot,
     Str, User, VERSION,
@@ -124,6 +127,28 @@ pub fn load_bytes(bytes: &[u8], path: &Path) -> Result<(Index, LoadReport), Erro
     let index = Index::build(snapshot)?;
     let report = index.report().clone();
     Ok((index, report))
+}
+
+/// Indexes the identity file (`file`: its bytes and path, or none) merged with the users and
+/// groups of a SCIM sync from `base_url` (see [`merge`]). Errors name both origins.
+pub fn load_merged(
+    file: Option<(&[u8], &Path)>,
+    synced: &sync::Synced,
+    rules: &[MatchRule],
+    base_url: &str,
+) -> Result<(Index, LoadReport, MergeReport), Error> {
+    let _interning = snapshot::Interning::begin();
+    let (file_snapshot, origin) = match file {
+        Some((bytes, path)) => {
+            let origin = path.display().to_string();
+            (Snapshot::parse_bytes(&origin, bytes)?, format!("{base_url} merged with {origin}"))
+        }
+        None => (Snapshot { version: VERSION, ..Snapshot::default() }, base_url.to_owned()),
+    };
+    let (merged, merge_report) = merge(file_snapshot, synced.users.clone(), synced.groups.clone(), rules, origin);
+    let index = Index::build(merged)?;
+    let report = index.report().clone();
+    Ok((index, report, merge_report))
 }
 
 // === impl PathPrefix ===

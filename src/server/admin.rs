@@ -71,16 +71,41 @@ impl Admin {
             }
             "/readyz" => {
                 want(Method::GET, "GET")?;
-                let ready = !self.log.is_closed();
+                let snap = self.store.current();
+                let mut reasons = Vec::new();
+                if self.log.is_closed() {
+                    reasons.push("decision log closed".to_owned());
+                }
+                if let Some(scim) = &snap.scim
+                    && !scim.ready()
+                {
+                    reasons.push(if scim.data().is_none() {
+                        "identity: no successful scim sync yet".to_owned()
+                    } else {
+                        "identity: scim data is stale and `identity.scim.stale_is_ready` is false".to_owned()
+                    });
+                }
+                let ready = reasons.is_empty();
                 let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-                Ok(respond::json(
-                    status,
-                    &json!({"ready": ready, "revision": &*self.store.current().revision}),
-                ))
+                let mut body = serde_json::Map::new();
+                body.insert("ready".to_owned(), json!(ready));
+                body.insert("revision".to_owned(), json!(&*snap.revision));
+                if let Some(scim) = &snap.scim {
+                    body.insert("identity_stale".to_owned(), json!(scim.is_stale()));
+                }
+                if !ready {
+                    body.insert("reasons".to_owned(), json!(reasons));
+                }
+                Ok(respond::json(status, &serde_json::Value::Object(body)))
             }
             "/metrics" => {
                 want(Method::GET, "GET")?;
-                let text = self.metrics.render(&self.log.stats(), self.pool.as_ref().map(crate::hooks::Pool::stats).as_ref());
+                let scim = self.store.sources().scim.clone();
+                let text = self.metrics.render(
+                    &self.log.stats(),
+                    self.pool.as_ref().map(crate::hooks::Pool::stats).as_ref(),
+                    scim.as_deref(),
+                );
                 Ok(respond::with_type(
                     StatusCode::OK,
                     Bytes::from(text),
@@ -222,6 +247,17 @@ impl Admin {
                 "revision": &*snap.identity_revision,
                 "counts": counts,
                 "report": snap.identity_report,
+                "freshness": snap.freshness(),
+                "scim": snap.scim.as_ref().map(|s| json!({
+                    "base_url": s.settings().base_url,
+                    "stale": s.is_stale(),
+                    "ready": s.ready(),
+                    "interval_ms": u64::try_from(s.settings().interval.as_millis()).unwrap_or(u64::MAX),
+                    "health": s.health(),
+                    "data": s.data().map(|d| json!({"hash": d.hash, "fetched_at": d.fetched_at,
+                        "users": d.users.len(), "groups": d.groups.len(), "paging": format!("{:?}", d.paging).to_lowercase()})),
+                    "merge": snap.merge_report,
+                })),
             },
             "decision_log": self.log.stats(),
             "hooks": self.pool.as_ref().map(|p| {

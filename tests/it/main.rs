@@ -10,6 +10,7 @@ mod crash;
 mod hooks;
 mod interop;
 mod reload;
+mod scim;
 mod shutdown;
 mod tls;
 mod typescript;
