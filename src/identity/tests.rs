@@ -746,9 +746,21 @@ fn small_profile_loads_clean_with_expected_counts() {
 #[test]
 #[ignore = "slow; a measurement, run in release mode"]
 fn mid_profile_load_time_and_memory() {
+    profile_load_time_and_memory(Profile::Mid, "mid");
+}
+
+/// The same for the 50,000-user profile (about 350 MB of JSON):
+/// `cargo test --release -- --ignored --nocapture large_profile`.
+#[test]
+#[ignore = "slow; a measurement, run in release mode"]
+fn large_profile_load_time_and_memory() {
+    profile_load_time_and_memory(Profile::Large, "large");
+}
+
+fn profile_load_time_and_memory(profile: Profile, name: &str) {
     let mut file = tempfile::NamedTempFile::new().unwrap();
     let started = std::time::Instant::now();
-    let written = generate(Profile::Mid, 42, file.as_file_mut()).unwrap();
+    let written = generate(profile, 42, file.as_file_mut()).unwrap();
     let generated = started.elapsed();
     let size = file.as_file().metadata().unwrap().len();
 
@@ -760,7 +772,7 @@ fn mid_profile_load_time_and_memory() {
     assert_eq!(index.counts(), written);
     let growth = after.saturating_sub(before) * 1024;
     println!(
-        "mid profile: {written}\n  json {:.1} MB, generated in {generated:.2?}\n  load + index {loaded:.2?}\n  \
+        "{name} profile: {written}\n  json {:.1} MB, generated in {generated:.2?}\n  load + index {loaded:.2?}\n  \
          VmRSS {before} kB -> {after} kB: +{:.1} MB = {:.2} x the json size",
         size as f64 / 1e6,
         growth as f64 / 1e6,
