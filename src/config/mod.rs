@@ -716,6 +716,34 @@ mod tests {
     }
 
     #[test]
+    fn scim_settings_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v.toml");
+        std::fs::write(
+            &p,
+            "[identity.scim]\nbase_url = \"https://idp.example/scim/v2\"\ntoken_secret = \"bad name\"\n\
+             match = [\"email\", \"phone\"]\nretry_min_ms = 5000\nretry_max_ms = 10\ninterval_ms = 0\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&p), &HashMap::new()).unwrap_err().to_string();
+        for needle in [
+            "identity.scim.base_url",
+            "identity.scim.token_secret",
+            "`phone`",
+            "identity.scim.retry_max_ms",
+            "identity.scim.interval_ms",
+        ] {
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+        std::fs::write(&p, "[identity.scim]\nbase_url = \"http://127.0.0.1:1/v2\"\nmatch = [\"username\"]\n").unwrap();
+        let c = Config::load(Some(&p), &HashMap::new()).unwrap();
+        let scim = c.scim.unwrap();
+        assert_eq!(scim.match_rules, [crate::identity::MatchRule::Username]);
+        assert_eq!(scim.interval, DEFAULT_SCIM_INTERVAL);
+        assert!(scim.stale_is_ready && scim.read_through);
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_with_a_line() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("v.toml");
