@@ -155,13 +155,16 @@ struct Shared {
     /// Receiver: the writer thread, which drains it a group at a time.
     /// Closed by the writer when it takes a `Job::Close` (later sends fail and become
     /// `Error::Closed`), or when this sender drops with the last handle.
-    queue: mpsc::Sender<sink::Job>,
+    /// `None` in inline mode.
+    queue: Option<mpsc::Sender<sink::Job>>,
+    /// Inline group commit (`durability = "write"`); `None` with a writer thread.
+    inline: Option<Arc<sink::Inline>>,
     /// Set by the first `close`; later `record` calls fail fast with `Error::Closed`.
     closed: AtomicBool,
     /// Becomes `true` once the writer has written everything, fsynced and stopped.
     /// Sender: the writer thread (dropped with it, so a writer that dies also releases
-    /// waiters). Waiters: `close`.
-    stopped: watch::Receiver<bool>,
+    /// waiters). Waiters: `close`. `None` in inline mode.
+    stopped: Option<watch::Receiver<bool>>,
     /// Written by the writer thread and `record`, read by `stats`.
     counters: Arc<sink::Counters>,
     enqueue_timeout: Duration,
@@ -186,16 +189,21 @@ impl Config {
 // === impl DecisionLog ===
 
 impl DecisionLog {
-    /// Opens the log (repairing a torn tail, continuing the chain) and starts the writer thread.
+    /// Opens the log (repairing a torn tail, continuing the chain) and sets up its writer (a
+    /// thread for `fsync`, inline group commit for `write`).
     ///
     /// Does blocking file I/O: only the file's tail is read, so it is quick, but call it at
     /// startup rather than from a request.
     pub fn spawn(config: Config) -> Result<DecisionLog, Error> {
         let counters = Arc::new(sink::Counters::default());
-        let (queue, stopped) = sink::spawn(&config, Arc::clone(&counters))?;
+        let (queue, inline, stopped) = match sink::spawn(&config, Arc::clone(&counters))? {
+            sink::Started::Thread(queue, stopped) => (Some(queue), None, Some(stopped)),
+            sink::Started::Inline(inline) => (None, Some(inline), None),
+        };
         Ok(DecisionLog {
             shared: Arc::new(Shared {
                 queue,
+                inline,
                 closed: AtomicBool::new(false),
                 stopped,
                 counters,
@@ -214,14 +222,18 @@ impl DecisionLog {
         if shared.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
+        if let Some(inline) = &shared.inline {
+            return record_inline(shared, inline, record).await;
+        }
+        let Some(queue) = &shared.queue else { return Err(Error::Closed) };
         let (done, written) = oneshot::channel();
         let job = sink::Job::Record { record, done };
         // The fast path avoids arming a timer when there is room.
-        match shared.queue.try_send(job) {
+        match queue.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Closed(_)) => return Err(Error::Closed),
             Err(TrySendError::Full(job)) => {
-                match shared.queue.send_timeout(job, shared.enqueue_timeout).await {
+                match queue.send_timeout(job, shared.enqueue_timeout).await {
                     Ok(()) => {}
                     Err(SendTimeoutError::Closed(_)) => return Err(Error::Closed),
                     Err(SendTimeoutError::Timeout(_)) => {
@@ -245,9 +257,16 @@ impl DecisionLog {
     pub async fn close(&self) {
         let shared = &*self.shared;
         shared.closed.store(true, Ordering::Release);
+        if let Some(inline) = &shared.inline {
+            let inline = Arc::clone(inline);
+            // Takes the writer lock (a combiner may be mid-write) and fsyncs: off the workers.
+            let _panicked = tokio::task::spawn_blocking(move || inline.close()).await.is_err();
+            return;
+        }
+        let (Some(queue), Some(stopped)) = (&shared.queue, &shared.stopped) else { return };
         // Queued behind every accepted record; an error means the writer already stopped.
-        let _already_stopped = shared.queue.send(sink::Job::Close).await.is_err();
-        let mut stopped = shared.stopped.clone();
+        let _already_stopped = queue.send(sink::Job::Close).await.is_err();
+        let mut stopped = stopped.clone();
         // An error means the writer thread is gone without saying so: stopped all the same.
         let _gone = stopped.wait_for(|stopped| *stopped).await.is_err();
     }
@@ -262,3 +281,31 @@ impl DecisionLog {
         self.shared.closed.load(Ordering::Acquire)
     }
 }
+
+/// [`DecisionLog::record`] with inline group commit: queue, write what is queued if the
+/// writer is free, wait for the answer. A full queue is retried every millisecond until the
+/// enqueue timeout.
+async fn record_inline(shared: &Shared, inline: &Arc<sink::Inline>, record: Record) -> Result<(), Error> {
+    let mut record = record;
+    let mut deadline = None;
+    let written = loop {
+        match inline.push(record) {
+            Ok(written) => break written,
+            Err(back) => {
+                record = back;
+                let now = tokio::time::Instant::now();
+                let until = *deadline.get_or_insert(now + shared.enqueue_timeout);
+                if now >= until {
+                    shared.counters.count_queue_full();
+                    return Err(Error::QueueFull { waited: shared.enqueue_timeout });
+                }
+                // Whoever holds the writer may be stuck; try to help, then wait a little.
+                inline.drain();
+                tokio::time::sleep(Duration::from_millis(1).min(until - now)).await;
+            }
+        }
+    };
+    inline.drain();
+    written.await.unwrap_or(Err(Error::Closed))
+}
+

@@ -1,4 +1,5 @@
-//! The writer thread: the only code that writes, rotates or repairs decision-log files.
+//! The writer: the only code that writes, rotates or repairs decision-log files, either on
+//! its own thread (`fsync`) or inline on the callers' tasks (`write`; see [`Inline`]).
 //!
 //! Position in the request flow: behind the bounded queue that `DecisionLog::record` feeds.
 //! Each request's task waits on a oneshot until the group holding its record is written.
@@ -93,8 +94,6 @@ struct Writer {
     max_files: usize,
     /// Most records taken into one group.
     max_group: usize,
-    /// Receiving end of `Shared::queue` (see there).
-    queue: mpsc::Receiver<Job>,
     /// The open active file; `None` after a failure or a failed rotation, until reopened.
     active: Option<Active>,
     /// Hash of the last line known to be complete in the log: the next record's `prev`.
@@ -107,8 +106,8 @@ struct Writer {
     /// One encoded line, reused.
     line: Vec<u8>,
     counters: Arc<Counters>,
-    /// Sends `true` once everything is flushed (see `Shared::stopped`).
-    stopped: watch::Sender<bool>,
+    /// Sends `true` once everything is flushed (see `Shared::stopped`); `None` inline.
+    stopped: Option<watch::Sender<bool>>,
 }
 
 /// The open active file.
@@ -143,13 +142,47 @@ type FileId = (u64, u64);
 #[cfg(not(unix))]
 type FileId = ();
 
-/// Opens the log at `config.path` and starts the writer thread.
+/// How records reach the file: see [`spawn`].
+pub(super) enum Started {
+    /// The writer thread, behind a queue; with its "stopped" signal (see `Shared`).
+    Thread(mpsc::Sender<Job>, watch::Receiver<bool>),
+    /// Group commit on the callers' own tasks.
+    Inline(Arc<Inline>),
+}
+
+/// Opens the log at `config.path` and sets up its writer.
 ///
-/// Returns the sending end of the queue and the "stopped" signal (see `Shared`).
-pub(super) fn spawn(
+/// With `durability = "write"` records are committed inline: the caller that finds the
+/// writer free writes every record queued so far in one `write` on its own task, a few
+/// microseconds of buffered I/O, and answers the others; no thread hop, no wake-up of a
+/// writer thread. With `fsync`, whose `sync_data` can take milliseconds, a dedicated writer
+/// thread does the committing so no tokio worker ever waits on the disk.
+pub(super) fn spawn(config: &Config, counters: Arc<Counters>) -> Result<Started, Error> {
+    let inline = config.durability == Durability::Write;
+    let (writer, stopped) = open_writer(config, counters, !inline)?;
+    if inline {
+        return Ok(Started::Inline(Arc::new(Inline {
+            writer: parking_lot::Mutex::new(Some(writer)),
+            pending: parking_lot::Mutex::new(Vec::new()),
+            capacity: config.queue_capacity,
+        })));
+    }
+    let (queue_tx, queue_rx) = mpsc::channel(config.queue_capacity);
+    std::thread::Builder::new()
+        .name("decision-log".to_owned())
+        .spawn(move || writer.run(queue_rx))
+        .map_err(Error::Spawn)?;
+    let stopped = stopped.ok_or(Error::ZeroCapacity)?;
+    Ok(Started::Thread(queue_tx, stopped))
+}
+
+/// Opens the active file, finds where the chain stands, and builds the writer (with a
+/// "stopped" channel when it will run on its own thread).
+fn open_writer(
     config: &Config,
     counters: Arc<Counters>,
-) -> Result<(mpsc::Sender<Job>, watch::Receiver<bool>), Error> {
+    threaded: bool,
+) -> Result<(Writer, Option<watch::Receiver<bool>>), Error> {
     if config.queue_capacity == 0 {
         return Err(Error::ZeroCapacity);
     }
@@ -174,15 +207,18 @@ pub(super) fn spawn(
         .file_bytes
         .store(opened.active.len, Ordering::Relaxed);
 
-    let (queue_tx, queue_rx) = mpsc::channel(config.queue_capacity);
-    let (stopped_tx, stopped_rx) = watch::channel(false);
+    let (stopped_tx, stopped_rx) = if threaded {
+        let (tx, rx) = watch::channel(false);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
     let writer = Writer {
         path: config.path.clone(),
         durability: config.durability,
         max_bytes: config.max_bytes,
         max_files: config.max_files,
         max_group: config.queue_capacity,
-        queue: queue_rx,
         active: Some(opened.active),
         prev,
         next_rotation,
@@ -191,11 +227,104 @@ pub(super) fn spawn(
         counters,
         stopped: stopped_tx,
     };
-    std::thread::Builder::new()
-        .name("decision-log".to_owned())
-        .spawn(move || writer.run())
-        .map_err(Error::Spawn)?;
-    Ok((queue_tx, stopped_rx))
+    Ok((writer, stopped_rx))
+}
+
+/// Group commit without a writer thread (`durability = "write"`).
+///
+/// Callers push their record on `pending`, then try to take `writer`. The one that gets it
+/// (the combiner) writes everything pending as one group and answers each caller's oneshot;
+/// the others just wait on theirs. After releasing the writer the combiner looks at
+/// `pending` once more, so a record pushed while it was writing is never stranded: either
+/// its caller then finds the writer free, or the combiner sees it. A combiner writes at most
+/// `MAX_PASSES` groups before handing what is left to a new task, so one request never
+/// works for everyone else for long. All of it is synchronous: a dropped request future
+/// cannot stop a combiner half-way.
+pub(super) struct Inline {
+    /// The file and the chain; `None` once closed.
+    writer: parking_lot::Mutex<Option<Writer>>,
+    /// Records waiting for the next group, at most `capacity`.
+    pending: parking_lot::Mutex<Vec<Pending>>,
+    capacity: usize,
+}
+
+/// Groups one combiner writes before handing over.
+const MAX_PASSES: usize = 4;
+
+impl std::fmt::Debug for Inline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inline").field("pending", &self.pending.lock().len()).finish_non_exhaustive()
+    }
+}
+
+impl Inline {
+    /// Queues `record`; `Err` gives it back when `capacity` records are already waiting.
+    #[expect(clippy::result_large_err, reason = "the record is handed back to retry, not boxed per call")]
+    pub(super) fn push(&self, record: Record) -> Result<oneshot::Receiver<Result<(), Error>>, Record> {
+        let mut pending = self.pending.lock();
+        if pending.len() >= self.capacity {
+            return Err(record);
+        }
+        let (done, written) = oneshot::channel();
+        pending.push(Pending { record, done });
+        Ok(written)
+    }
+
+    /// Writes what is pending if no one else is writing (see the type's docs).
+    pub(super) fn drain(self: &Arc<Self>) {
+        for _ in 0..MAX_PASSES {
+            let Some(mut writer) = self.writer.try_lock() else {
+                // The holder will see our records after it releases the writer.
+                return;
+            };
+            let mut group = std::mem::take(&mut *self.pending.lock());
+            if group.is_empty() {
+                drop(writer);
+                if self.pending.lock().is_empty() {
+                    return;
+                }
+                continue;
+            }
+            match writer.as_mut() {
+                Some(w) => w.commit(&mut group),
+                None => {
+                    for p in group.drain(..) {
+                        let _unanswered = p.done.send(Err(Error::Closed));
+                    }
+                }
+            }
+        }
+        if self.pending.lock().is_empty() {
+            return;
+        }
+        let me = Arc::clone(self);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move { me.drain() });
+            }
+            // Not on a runtime (a plain thread): keep going here.
+            Err(_) => me.drain(),
+        }
+    }
+
+    /// Writes everything pending, fsyncs, and refuses further records. Blocking.
+    pub(super) fn close(&self) {
+        let mut writer = self.writer.lock();
+        let mut group = std::mem::take(&mut *self.pending.lock());
+        if let Some(mut w) = writer.take() {
+            w.commit(&mut group);
+            w.finish();
+        }
+        for p in group.drain(..) {
+            let _unanswered = p.done.send(Err(Error::Closed));
+        }
+    }
+}
+
+impl Drop for Inline {
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 /// Rotated files of `path` (`PATH.<n>`), oldest (smallest `n`) first.
@@ -237,6 +366,9 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 
 /// Opens (or creates) the active file, moves a torn tail aside and finds the last line.
 fn open_active(path: &Path) -> io::Result<Opened> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir)?;
+    }
     let mut file = OpenOptions::new()
         .read(true)
         .append(true)
@@ -396,24 +528,24 @@ impl Counters {
 
 impl Writer {
     /// Commits groups until closed or until every handle is dropped, then fsyncs and signals.
-    fn run(mut self) {
+    fn run(mut self, mut queue: mpsc::Receiver<Job>) {
         let mut group = Vec::with_capacity(self.max_group);
         loop {
             // `None`: every sender (so every handle) is gone and the queue is empty.
-            let Some(first) = self.queue.blocking_recv() else {
+            let Some(first) = queue.blocking_recv() else {
                 break;
             };
             let mut closing = take(&mut group, first);
             while !closing && group.len() < self.max_group {
-                match self.queue.try_recv() {
+                match queue.try_recv() {
                     Ok(job) => closing = take(&mut group, job),
                     Err(_) => break,
                 }
             }
             if closing {
                 // Refuse new records, but write every one already accepted.
-                self.queue.close();
-                while let Ok(job) = self.queue.try_recv() {
+                queue.close();
+                while let Ok(job) = queue.try_recv() {
                     take(&mut group, job);
                 }
             }
@@ -585,6 +717,8 @@ impl Writer {
         {
             warn!(path = %self.path.display(), %error, "cannot sync decision log on close");
         }
-        self.stopped.send_replace(true);
+        if let Some(stopped) = &self.stopped {
+            stopped.send_replace(true);
+        }
     }
 }

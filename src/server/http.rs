@@ -186,7 +186,15 @@ pub(super) async fn read_body(req: Request<Incoming>, limits: &Limits) -> Result
     }
     let limit = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
     let body = Limited::new(req.into_body(), limit);
-    match tokio::time::timeout(limits.body_read_timeout, body.collect()).await {
+    let mut collect = std::pin::pin!(body.collect());
+    // A small body usually arrives with the head: then the first poll finishes it and no
+    // timer is armed (one timer-wheel insert and removal per request saved).
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(collect.as_mut().poll(cx))).await;
+    let collected = match first {
+        std::task::Poll::Ready(done) => Ok(done),
+        std::task::Poll::Pending => tokio::time::timeout(limits.body_read_timeout, collect).await,
+    };
+    match collected {
         Err(_) => Err(ApiError::BodyTimeout(limits.body_read_timeout.as_millis())),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::PayloadTooLarge(limits.max_body_bytes)),
         Ok(Err(e)) => Err(ApiError::BodyRead(e.to_string())),
