@@ -210,9 +210,13 @@ pub async fn compare(opts: &CompareOptions) -> Result<String, Error> {
             }
         }
     }
+    let started: Vec<serde_json::Value> = servers
+        .iter()
+        .map(|s| serde_json::json!({ "name": s.name, "addr": s.addr, "pid": s.pid() }))
+        .collect();
     drop(servers);
     let _ = std::fs::remove_dir_all(&work);
-    write_results(opts, &asks, &runs)
+    write_results(opts, &asks, &runs, started)
 }
 
 /// Starts the servers the chosen contenders need, and says how to ask each contender.
@@ -400,7 +404,7 @@ async fn measure(opts: &CompareOptions, servers: &[Server], ask: &Ask, connectio
 }
 
 /// Summarizes, prints and writes `compare.json`, `compare.txt` and one SVG per connection count.
-fn write_results(opts: &CompareOptions, asks: &[Ask], runs: &[Run]) -> Result<String, Error> {
+fn write_results(opts: &CompareOptions, asks: &[Ask], runs: &[Run], servers: Vec<serde_json::Value>) -> Result<String, Error> {
     let mut rows = Vec::new();
     for &connections in &opts.connections {
         for ask in asks {
@@ -476,6 +480,7 @@ fn write_results(opts: &CompareOptions, asks: &[Ask], runs: &[Run]) -> Result<St
             "rounds": opts.rounds,
             "mode": "closed",
         },
+        "servers": servers,
         "summary": rows,
         "ratios": ratios,
         "runs": runs,

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs, reason = "tests")]
 
 mod admin;
+mod bench;
 mod bad_input;
 mod cli;
 mod crash;
