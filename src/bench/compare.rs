@@ -18,7 +18,9 @@
 //! - `node-cel`, `node-hook`: `benches/compare/webhook.mjs`, the same policy and hook logic in
 //!   Node.js `node:http`, with the same two requests.
 //! - `cerbos`: Cerbos (npm `@cerbos/cerbos-linux-x64`) with `benches/compare/cerbos/policies`,
-//!   asked `benches/compare/cerbos/cel-allow.json` on `/api/check/resources`.
+//!   asked `benches/compare/cerbos/cel-allow.json` on `/api/check/resources`; its log level is
+//!   `warn` (no line per request) and its audit log is off (its default), so unlike Verdict it
+//!   writes no decision record.
 //!
 //! The hook contenders fetch the project's spend from a billing stand-in: a second floor
 //! server answering `proj-alpha`'s spend JSON (the Python stand-in of the example would be the
@@ -193,6 +195,7 @@ pub async fn compare(opts: &CompareOptions) -> Result<String, Error> {
     let work = opts.out.join("work");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).map_err(|source| Error::Write { path: work.clone(), source })?;
+    let load_before = loadavg();
     let wants = |c: &str| opts.contenders.iter().any(|x| x == c);
     let (servers, asks) = start_all(opts, &work, &wants)?;
     for ask in &asks {
@@ -216,7 +219,8 @@ pub async fn compare(opts: &CompareOptions) -> Result<String, Error> {
         .collect();
     drop(servers);
     let _ = std::fs::remove_dir_all(&work);
-    write_results(opts, &asks, &runs, started)
+    let load = format!("{load_before} at the start, {} at the end", loadavg());
+    write_results(opts, &asks, &runs, started, load)
 }
 
 /// Starts the servers the chosen contenders need, and says how to ask each contender.
@@ -331,12 +335,16 @@ fn start_cerbos(opts: &CompareOptions, work: &Path) -> Result<Server, Error> {
     std::fs::write(&config, text).map_err(|source| Error::Write { path: config.clone(), source })?;
     let log = work.join("cerbos.err");
     let stderr = std::fs::File::create(&log).map_err(|source| Error::Write { path: log.clone(), source })?;
+    let stdout = stderr.try_clone().map_err(|source| Error::Write { path: log.clone(), source })?;
+    // `--log-level=warn`: no line per request, as `verdict serve` logs none (VERDICT_LOG=warn).
+    // Cerbos's audit log (its decision log) stays off, its default.
     let child = Command::new(&opts.cerbos)
         .arg("server")
         .arg(format!("--config={}", config.display()))
+        .arg("--log-level=warn")
         .env("CERBOS_NO_TELEMETRY", "1")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(stderr)
         .spawn()
         .map_err(|e| Error::Setup(format!("cerbos: cannot start `{}`: {e}", opts.cerbos.display())))?;
@@ -404,7 +412,13 @@ async fn measure(opts: &CompareOptions, servers: &[Server], ask: &Ask, connectio
 }
 
 /// Summarizes, prints and writes `compare.json`, `compare.txt` and one SVG per connection count.
-fn write_results(opts: &CompareOptions, asks: &[Ask], runs: &[Run], servers: Vec<serde_json::Value>) -> Result<String, Error> {
+fn write_results(
+    opts: &CompareOptions,
+    asks: &[Ask],
+    runs: &[Run],
+    servers: Vec<serde_json::Value>,
+    load: String,
+) -> Result<String, Error> {
     let mut rows = Vec::new();
     for &connections in &opts.connections {
         for ask in asks {
@@ -430,7 +444,8 @@ fn write_results(opts: &CompareOptions, asks: &[Ask], runs: &[Run], servers: Vec
         }
     }
     let ratios = ratios(&rows, &opts.connections);
-    let machine = machine();
+    let mut machine = machine();
+    machine.insert("loadavg", load);
     let mut table = String::new();
     let _ = writeln!(
         table,
@@ -445,6 +460,7 @@ fn write_results(opts: &CompareOptions, asks: &[Ask], runs: &[Run], servers: Vec
         opts.warmup.as_secs_f64(),
         opts.duration.as_secs_f64()
     );
+    let _ = writeln!(table, "load average (1, 5, 15 min): {}", machine.get("loadavg").map_or("?", String::as_str));
     let _ = writeln!(table);
     let _ = writeln!(
         table,
@@ -572,6 +588,13 @@ fn machine() -> BTreeMap<&'static str, String> {
         ("nproc", nproc),
         ("date", chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string()),
     ])
+}
+
+/// The 1, 5 and 15 minute load averages, from `/proc/loadavg`.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".to_owned())
 }
 
 /// User + system CPU seconds of a process, from `/proc/PID/stat`.
