@@ -79,11 +79,12 @@ pub struct CompareOptions {
 struct Run {
     contender: String,
     round: usize,
-    /// Server CPU seconds (user + system) during the run, warm-up included.
+    /// Server CPU seconds (user + system) during the measured window (not the warm-up).
     server_cpu_s: f64,
-    /// Server CPU microseconds per request (warm-up requests are not in the count, so this
-    /// slightly overstates it; the same for every contender).
+    /// Server CPU microseconds per request.
     cpu_us_per_request: f64,
+    /// CPU microseconds per request of this process, the load generator, on the same cores.
+    client_cpu_us_per_request: f64,
     report: Report,
 }
 
@@ -99,6 +100,7 @@ struct Row {
     p50_us: f64,
     p99_us: f64,
     cpu_us_per_request: f64,
+    client_cpu_us_per_request: f64,
     errors: u64,
 }
 
@@ -386,19 +388,28 @@ async fn measure(opts: &CompareOptions, servers: &[Server], ask: &Ask, connectio
     let load = Load {
         connections,
         rate: None,
-        warmup: opts.warmup,
+        warmup: Duration::ZERO,
         duration: opts.duration,
         timeout: super::DEFAULT_TIMEOUT,
         progress: false,
     };
     let bodies = Bodies::new(vec![ask.body.clone()]).ok_or_else(|| Error::Setup("no body".to_owned()))?;
+    // The warm-up is a run of its own, so the CPU times below cover the measured window only.
+    if !opts.warmup.is_zero() {
+        let warmup = Load { duration: opts.warmup, ..load.clone() };
+        run_http(target.clone(), bodies.clone(), &warmup, "warm-up".to_owned()).await?;
+    }
     let before = cpu_seconds(server.pid()).map_err(|e| Error::Setup(format!("{}: {e}", server.name)))?;
+    let client_before = cpu_seconds(std::process::id())?;
     let label = format!("{} c{connections}", ask.name);
-    let report = run_http(target, bodies, &load, label).await?;
+    let mut report = run_http(target, bodies, &load, label).await?;
+    report.warmup_s = opts.warmup.as_secs_f64();
     let after = cpu_seconds(server.pid())?;
+    let client_after = cpu_seconds(std::process::id())?;
     let server_cpu_s = after - before;
-    let cpu_us_per_request =
-        if report.requests > 0 { server_cpu_s * 1e6 / report.requests as f64 } else { f64::NAN };
+    let per_request = |seconds: f64| if report.requests > 0 { seconds * 1e6 / report.requests as f64 } else { f64::NAN };
+    let cpu_us_per_request = per_request(server_cpu_s);
+    let client_cpu_us_per_request = per_request(client_after - client_before);
     eprintln!(
         "round {} {:<18} c{connections:<3} {:>9.0} req/s  p99 {:>9.1} µs  cpu {:>7.1} µs/req  errors {}",
         round + 1,
@@ -408,7 +419,7 @@ async fn measure(opts: &CompareOptions, servers: &[Server], ask: &Ask, connectio
         cpu_us_per_request,
         report.errors.total
     );
-    Ok(Run { contender: ask.name.to_owned(), round, server_cpu_s, cpu_us_per_request, report })
+    Ok(Run { contender: ask.name.to_owned(), round, server_cpu_s, cpu_us_per_request, client_cpu_us_per_request, report })
 }
 
 /// Summarizes, prints and writes `compare.json`, `compare.txt` and one SVG per connection count.
@@ -439,6 +450,7 @@ fn write_results(
                 p50_us: pick(&|r| r.report.latency_us.p50),
                 p99_us: pick(&|r| r.report.latency_us.p99),
                 cpu_us_per_request: pick(&|r| r.cpu_us_per_request),
+                client_cpu_us_per_request: pick(&|r| r.client_cpu_us_per_request),
                 errors: mine.iter().map(|r| r.report.errors.total).sum(),
             });
         }
@@ -449,7 +461,7 @@ fn write_results(
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "verdict bench compare: {} ({}); {} round(s), {} s warm-up + {} s per run, closed loop; medians over rounds",
+        "verdict bench compare: {} ({}); {} round(s), {} s warm-up + {} s per run, closed loop; each column is its own median over the rounds",
         machine.get("date").map_or("", String::as_str),
         format_args!(
             "{} CPU(s), {}",
@@ -464,14 +476,23 @@ fn write_results(
     let _ = writeln!(table);
     let _ = writeln!(
         table,
-        "| contender | conns | req/s (min–max) | p50 µs | p99 µs | server CPU µs/req | errors |"
+        "| contender | conns | req/s (min–max) | p50 µs | p99 µs | server CPU µs/req | load generator CPU µs/req | errors |"
     );
-    let _ = writeln!(table, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(table, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for r in &rows {
         let _ = writeln!(
             table,
-            "| {} | {} | {:.0} ({:.0}–{:.0}) | {:.1} | {:.1} | {:.1} | {} |",
-            r.contender, r.connections, r.throughput_rps, r.throughput_min, r.throughput_max, r.p50_us, r.p99_us, r.cpu_us_per_request, r.errors
+            "| {} | {} | {:.0} ({:.0}–{:.0}) | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+            r.contender,
+            r.connections,
+            r.throughput_rps,
+            r.throughput_min,
+            r.throughput_max,
+            r.p50_us,
+            r.p99_us,
+            r.cpu_us_per_request,
+            r.client_cpu_us_per_request,
+            r.errors
         );
     }
     let _ = writeln!(table);

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::io::IsTerminal as _;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -199,7 +199,7 @@ async fn run<C: Caller>(callers: Vec<C>, bodies: Bodies, load: &Load) -> Tally {
         let plan = Plan { start, measure_from, end, open, timeout: load.timeout };
         tasks.spawn(drive(caller, plan, i, bodies.clone(), live.clone()));
     }
-    let finished = Arc::new(AtomicBool::new(false));
+    let finished = Arc::new(tokio::sync::Notify::new());
     let printer = live.clone().map(|live| tokio::spawn(progress(live, start, measure_from, finished.clone())));
     let mut total = Tally::new();
     while let Some(joined) = tasks.join_next().await {
@@ -208,7 +208,8 @@ async fn run<C: Caller>(callers: Vec<C>, bodies: Bodies, load: &Load) -> Tally {
             Err(_) => total.count_kind("task-panicked"),
         }
     }
-    finished.store(true, Ordering::Relaxed);
+    // A stored permit: the printer sees it even if it is not waiting right now.
+    finished.notify_one();
     if let Some(p) = printer {
         let _ = p.await;
     }
@@ -271,12 +272,15 @@ async fn drive<C: Caller>(mut caller: C, plan: Plan, task: usize, bodies: Arc<Bo
 }
 
 /// Prints `elapsed, req/s, p99` on stderr once a second until the run ends.
-async fn progress(live: Arc<Live>, start: Instant, measure_from: Instant, finished: Arc<AtomicBool>) {
+async fn progress(live: Arc<Live>, start: Instant, measure_from: Instant, finished: Arc<tokio::sync::Notify>) {
     let mut tick = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
     let mut last = 0;
     let terminal = std::io::stderr().is_terminal();
-    while !finished.load(Ordering::Relaxed) {
-        tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = finished.notified() => break,
+        }
         let done = live.done.load(Ordering::Relaxed);
         let p99 = {
             let mut h = live.interval.lock();
