@@ -430,83 +430,11 @@ fn write_results(
     servers: Vec<serde_json::Value>,
     load: String,
 ) -> Result<String, Error> {
-    let mut rows = Vec::new();
-    for &connections in &opts.connections {
-        for ask in asks {
-            let mine: Vec<&Run> =
-                runs.iter().filter(|r| r.contender == ask.name && r.report.connections == connections).collect();
-            if mine.is_empty() {
-                continue;
-            }
-            let pick = |f: &dyn Fn(&Run) -> f64| median(mine.iter().map(|r| f(r)).collect());
-            let tps: Vec<f64> = mine.iter().map(|r| r.report.throughput_rps).collect();
-            rows.push(Row {
-                contender: ask.name.to_owned(),
-                connections,
-                rounds: mine.len(),
-                throughput_rps: pick(&|r| r.report.throughput_rps),
-                throughput_min: tps.iter().copied().fold(f64::INFINITY, f64::min),
-                throughput_max: tps.iter().copied().fold(0.0, f64::max),
-                p50_us: pick(&|r| r.report.latency_us.p50),
-                p99_us: pick(&|r| r.report.latency_us.p99),
-                cpu_us_per_request: pick(&|r| r.cpu_us_per_request),
-                client_cpu_us_per_request: pick(&|r| r.client_cpu_us_per_request),
-                errors: mine.iter().map(|r| r.report.errors.total).sum(),
-            });
-        }
-    }
+    let rows = summarize(opts, asks, runs);
     let ratios = ratios(&rows, &opts.connections);
     let mut machine = machine();
     machine.insert("loadavg", load);
-    let mut table = String::new();
-    let _ = writeln!(
-        table,
-        "verdict bench compare: {} ({}); {} round(s), {} s warm-up + {} s per run, closed loop; each column is its own median over the rounds",
-        machine.get("date").map_or("", String::as_str),
-        format_args!(
-            "{} CPU(s), {}",
-            machine.get("nproc").map_or("?", String::as_str),
-            machine.get("cpu").map_or("?", String::as_str)
-        ),
-        opts.rounds,
-        opts.warmup.as_secs_f64(),
-        opts.duration.as_secs_f64()
-    );
-    let _ = writeln!(table, "load average (1, 5, 15 min): {}", machine.get("loadavg").map_or("?", String::as_str));
-    let _ = writeln!(table);
-    let _ = writeln!(
-        table,
-        "| contender | conns | req/s (min–max) | p50 µs | p99 µs | server CPU µs/req | load generator CPU µs/req | errors |"
-    );
-    let _ = writeln!(table, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for r in &rows {
-        let _ = writeln!(
-            table,
-            "| {} | {} | {:.0} ({:.0}–{:.0}) | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
-            r.contender,
-            r.connections,
-            r.throughput_rps,
-            r.throughput_min,
-            r.throughput_max,
-            r.p50_us,
-            r.p99_us,
-            r.cpu_us_per_request,
-            r.client_cpu_us_per_request,
-            r.errors
-        );
-    }
-    let _ = writeln!(table);
-    let _ = writeln!(table, "| ratio | conns | measured | target | met |");
-    let _ = writeln!(table, "| --- | ---: | ---: | --- | --- |");
-    for r in &ratios {
-        let met = match r.met {
-            Some(true) => "yes",
-            Some(false) => "**NOT MET**",
-            None => "-",
-        };
-        let _ = writeln!(table, "| {} | {} | {:.3} | {} | {met} |", r.what, r.connections, r.value, r.target.as_deref().unwrap_or("-"));
-    }
-
+    let table = render(opts, &machine, &rows, &ratios);
     let json = serde_json::json!({
         "machine": machine,
         "settings": {
@@ -532,8 +460,7 @@ fn write_results(
         // Per contender, the round with the median throughput.
         let mut chosen = Vec::new();
         for ask in asks {
-            let mut mine: Vec<&Run> =
-                runs.iter().filter(|r| r.contender == ask.name && r.report.connections == connections).collect();
+            let mut mine = runs_of(runs, ask.name, connections);
             mine.sort_by(|a, b| a.report.throughput_rps.total_cmp(&b.report.throughput_rps));
             if let Some(run) = mine.get(mine.len() / 2) {
                 chosen.push(run.report.clone());
@@ -543,6 +470,90 @@ fn write_results(
         write(&format!("compare-{connections}.svg"), &plot_svg(&chosen, &title))?;
     }
     Ok(table)
+}
+
+fn runs_of<'a>(runs: &'a [Run], contender: &str, connections: usize) -> Vec<&'a Run> {
+    runs.iter().filter(|r| r.contender == contender && r.report.connections == connections).collect()
+}
+
+/// One row per contender and connection count: each column's median over the rounds.
+fn summarize(opts: &CompareOptions, asks: &[Ask], runs: &[Run]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for &connections in &opts.connections {
+        for ask in asks {
+            let mine = runs_of(runs, ask.name, connections);
+            if mine.is_empty() {
+                continue;
+            }
+            let pick = |f: &dyn Fn(&Run) -> f64| median(mine.iter().map(|r| f(r)).collect());
+            let tps: Vec<f64> = mine.iter().map(|r| r.report.throughput_rps).collect();
+            rows.push(Row {
+                contender: ask.name.to_owned(),
+                connections,
+                rounds: mine.len(),
+                throughput_rps: pick(&|r| r.report.throughput_rps),
+                throughput_min: tps.iter().copied().fold(f64::INFINITY, f64::min),
+                throughput_max: tps.iter().copied().fold(0.0, f64::max),
+                p50_us: pick(&|r| r.report.latency_us.p50),
+                p99_us: pick(&|r| r.report.latency_us.p99),
+                cpu_us_per_request: pick(&|r| r.cpu_us_per_request),
+                client_cpu_us_per_request: pick(&|r| r.client_cpu_us_per_request),
+                errors: mine.iter().map(|r| r.report.errors.total).sum(),
+            });
+        }
+    }
+    rows
+}
+
+/// The printed result: a header, the rows and the ratios, as Markdown tables.
+fn render(opts: &CompareOptions, machine: &BTreeMap<&'static str, String>, rows: &[Row], ratios: &[Ratio]) -> String {
+    let get = |k: &str| machine.get(k).map_or("?", String::as_str);
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "verdict bench compare: {} ({} CPU(s), {}); {} round(s), {} s warm-up + {} s per run, closed loop; each column is its own median over the rounds",
+        get("date"),
+        get("nproc"),
+        get("cpu"),
+        opts.rounds,
+        opts.warmup.as_secs_f64(),
+        opts.duration.as_secs_f64()
+    );
+    let _ = writeln!(table, "load average (1, 5, 15 min): {}", get("loadavg"));
+    let _ = writeln!(table);
+    let _ = writeln!(
+        table,
+        "| contender | conns | req/s (min–max) | p50 µs | p99 µs | server CPU µs/req | load generator CPU µs/req | errors |"
+    );
+    let _ = writeln!(table, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for r in rows {
+        let _ = writeln!(
+            table,
+            "| {} | {} | {:.0} ({:.0}–{:.0}) | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+            r.contender,
+            r.connections,
+            r.throughput_rps,
+            r.throughput_min,
+            r.throughput_max,
+            r.p50_us,
+            r.p99_us,
+            r.cpu_us_per_request,
+            r.client_cpu_us_per_request,
+            r.errors
+        );
+    }
+    let _ = writeln!(table);
+    let _ = writeln!(table, "| ratio | conns | measured | target | met |");
+    let _ = writeln!(table, "| --- | ---: | ---: | --- | --- |");
+    for r in ratios {
+        let met = match r.met {
+            Some(true) => "yes",
+            Some(false) => "**NOT MET**",
+            None => "-",
+        };
+        let _ = writeln!(table, "| {} | {} | {:.3} | {} | {met} |", r.what, r.connections, r.value, r.target.as_deref().unwrap_or("-"));
+    }
+    table
 }
 
 /// The design's ratios, where both contenders ran.

@@ -182,15 +182,20 @@ impl Bodies {
 
     /// A request mix: one JSON body per non-empty line.
     pub fn from_jsonl(path: &Path) -> Result<Bodies, Error> {
-        Self::lines(path, |_, value| Ok(value))
+        Self::lines(path, |_, value| Ok(Some(value)))
     }
 
-    /// The `request` member of every record of a Verdict decision log.
+    /// The `request` member of every evaluation record of a Verdict decision log (batch items
+    /// included; search records are skipped, their requests are not evaluations).
     pub fn from_decision_log(path: &Path) -> Result<Bodies, Error> {
-        Self::lines(path, |_, mut value| match value.get_mut("request").map(serde_json::Value::take) {
-            Some(request @ serde_json::Value::Object(_)) => Ok(request),
-            Some(_) => Err("`request` is not a JSON object".to_owned()),
-            None => Err("not a decision record: no `request` member".to_owned()),
+        Self::lines(path, |_, mut value| {
+            let search = value.get("decided_by").and_then(serde_json::Value::as_str).is_some_and(|d| d.starts_with("search:"));
+            match value.get_mut("request").map(serde_json::Value::take) {
+                Some(_) if search => Ok(None),
+                Some(request @ serde_json::Value::Object(_)) => Ok(Some(request)),
+                Some(_) => Err("`request` is not a JSON object".to_owned()),
+                None => Err("not a decision record: no `request` member".to_owned()),
+            }
         })
     }
 
@@ -201,7 +206,7 @@ impl Bodies {
 
     fn lines(
         path: &Path,
-        mut pick: impl FnMut(usize, serde_json::Value) -> Result<serde_json::Value, String>,
+        mut pick: impl FnMut(usize, serde_json::Value) -> Result<Option<serde_json::Value>, String>,
     ) -> Result<Bodies, Error> {
         let text = read(path)?;
         let text = String::from_utf8(text)
@@ -215,7 +220,7 @@ impl Bodies {
             let err = |message: String| Error::Line { path: path.to_owned(), line: line_no, message };
             let value: serde_json::Value =
                 serde_json::from_str(line).map_err(|e| err(format!("not JSON: {e}")))?;
-            let body = pick(line_no, value).map_err(err)?;
+            let Some(body) = pick(line_no, value).map_err(err)? else { continue };
             let bytes = serde_json::to_vec(&body).map_err(|e| err(e.to_string()))?;
             bodies.push(Bytes::from(bytes));
         }
@@ -255,7 +260,11 @@ mod tests {
         std::fs::write(&path, "{\"v\":1,\"request\":{\"subject\":{\"id\":\"x\"}}}\n{\"v\":1,\"id\":\"2\"}\n").unwrap();
         let err = Bodies::from_decision_log(&path).unwrap_err().to_string();
         assert!(err.contains("line 2: not a decision record"), "{err}");
-        std::fs::write(&path, "{\"v\":1,\"request\":{\"subject\":{\"id\":\"x\"}}}\n").unwrap();
+        std::fs::write(
+            &path,
+            "{\"v\":1,\"request\":{\"subject\":{\"id\":\"x\"}}}\n{\"v\":1,\"decided_by\":\"search:subject\",\"request\":{\"s\":1}}\n",
+        )
+        .unwrap();
         let b = Bodies::from_decision_log(&path).unwrap();
         assert_eq!(b.as_slice(), [Bytes::from_static(b"{\"subject\":{\"id\":\"x\"}}")]);
     }

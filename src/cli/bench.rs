@@ -59,7 +59,7 @@ pub struct RunArgs {
     /// A request mix: one JSON body per line, sent round-robin.
     #[arg(long, group = "input")]
     pub requests: Option<PathBuf>,
-    /// Replay the `request` of every record of a Verdict decision log.
+    /// Replay the `request` of every evaluation record of a Verdict decision log.
     #[arg(long, group = "input")]
     pub from_log: Option<PathBuf>,
     /// Concurrent connections (closed loop: each sends back to back).
