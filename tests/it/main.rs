@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs, reason = "tests")]
 
 mod admin;
-mod bench;
 mod bad_input;
+mod bench;
 mod cli;
 mod crash;
 mod hooks;
