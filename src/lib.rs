@@ -23,7 +23,8 @@
 //!
 //! `cli` → `server` → `decision` → {`cel`, `policy`, `identity`, `hooks`} ; `reload` owns the
 //! snapshot, `hookstate` every deployed hook version, `decision_log` the log, `config` the
-//! settings. `decision` and below never import the server.
+//! settings. `decision` and below never import the server. `bench` is a client: the load
+//! generator and comparison harness behind `verdict bench`.
 //!
 //! # Glossary
 //!
@@ -39,6 +40,7 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+pub mod bench;
 pub mod cases;
 pub mod cel;
 pub mod cli;

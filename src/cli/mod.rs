@@ -1,5 +1,6 @@
 //! The `verdict` command line: one file per subcommand, `anyhow` for errors, printed with `{:#}`.
 
+mod bench;
 mod check;
 mod eval;
 mod hook;
@@ -44,6 +45,8 @@ pub enum Command {
     /// Hook tools.
     #[command(subcommand)]
     Hook(hook::Command),
+    /// Load-test a decision endpoint (or the engine in-process): throughput, HDR percentiles.
+    Bench(Box<bench::Args>),
 }
 
 /// Selecting the configuration.
@@ -67,6 +70,7 @@ impl Cli {
             Command::Log(cmd) => log::run(cmd),
             Command::Identity(cmd) => identity::run(cmd),
             Command::Hook(cmd) => hook::run(cmd),
+            Command::Bench(args) => bench::run(*args),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 mod admin;
 mod bad_input;
+mod bench;
 mod cli;
 mod crash;
 mod hooks;
