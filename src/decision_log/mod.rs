@@ -305,6 +305,9 @@ async fn record_inline(shared: &Shared, inline: &Arc<sink::Inline>, record: Reco
             }
         }
     };
+    // Let the other requests this worker has ready reach this point first, so one `write`
+    // carries all of them: without it, groups under load averaged 1.4 records.
+    tokio::task::yield_now().await;
     inline.drain();
     written.await.unwrap_or(Err(Error::Closed))
 }

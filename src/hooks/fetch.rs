@@ -8,8 +8,10 @@
 //! text (`{status, headers, body}` or `{error}`).
 //!
 //! Deliberately small: plain HTTP/1.1 over TCP (no TLS: `https://` URLs are refused with a
-//! clear message), one connection per request, no redirects followed, no cookies. Host
-//! names resolve through the system resolver.
+//! clear message), no redirects followed, no cookies. Host names resolve through the system
+//! resolver. Connections are kept alive for reuse, per worker thread and target (at most
+//! [`MAX_IDLE_PER_TARGET`] idle); an idle connection carries no request, so nothing of a
+//! call outlives it.
 //!
 //! Every request ends by the earlier of its own timeout and the call's cancellation (a call
 //! that times out or finishes cancels what it left running), so no host I/O outlives its
@@ -275,15 +277,66 @@ fn normalize(entry: &str) -> String {
     }
 }
 
-/// Connects, sends, and reads the response within the policy's size cap.
-async fn exchange(target: &Target, method: &str, request: Request) -> Result<Response, String> {
+/// Idle keep-alive connections kept per target on one worker thread.
+const MAX_IDLE_PER_TARGET: usize = 32;
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+thread_local! {
+    /// Idle HTTP/1.1 connections by `(host, port)`, for this worker thread's runtime (a
+    /// connection's task lives on the runtime that made it, so the pool is per thread).
+    static IDLE: std::cell::RefCell<HashMap<(String, u16), Vec<Sender>>> = std::cell::RefCell::new(HashMap::new());
+}
+
+/// An idle connection to `target` that is still open, if the pool has one.
+fn take_idle(target: &Target) -> Option<Sender> {
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let list = idle.get_mut(&(target.host.clone(), target.port))?;
+        while let Some(sender) = list.pop() {
+            if !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    })
+}
+
+/// Returns a connection whose exchange finished to the pool, unless it closed.
+fn put_idle(target: &Target, sender: Sender) {
+    if sender.is_closed() {
+        return;
+    }
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let list = idle.entry((target.host.clone(), target.port)).or_default();
+        if list.len() < MAX_IDLE_PER_TARGET {
+            list.push(sender);
+        }
+    });
+}
+
+/// A new HTTP/1.1 connection; its I/O task runs on this thread's runtime.
+async fn connect(target: &Target) -> Result<Sender, String> {
     let connect_host = target.host.trim_start_matches('[').trim_end_matches(']');
     let stream = tokio::net::TcpStream::connect((connect_host, target.port))
         .await
         .map_err(|e| format!("cannot connect to {}:{}: {e}", target.host, target.port))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("cannot start HTTP: {e}"))?;
+    tokio::spawn(async move {
+        // Ends when the peer closes or the sender (pooled or not) is dropped.
+        let _closed = connection.await;
+    });
+    Ok(sender)
+}
+
+/// Sends on a pooled connection when there is one (falling back to a new connection if
+/// the pooled one turns out closed before the request went out), reads the response within
+/// the policy's size cap, and pools the connection again.
+async fn exchange(target: &Target, method: &str, request: Request) -> Result<Response, String> {
     let mut builder = http::Request::builder()
         .method(method)
         .uri(target.path.as_str())
@@ -296,42 +349,43 @@ async fn exchange(target: &Target, method: &str, request: Request) -> Result<Res
         .body(body)
         .map_err(|e| format!("bad request: {e}"))?;
     let limit = request.policy.max_response_bytes;
-    let work = async move {
-        let response = sender
-            .send_request(outgoing)
-            .await
-            .map_err(|e| format!("request failed: {e}"))?;
-        let (parts, body) = response.into_parts();
-        let bytes = Limited::new(body, limit)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    format!("response is larger than {limit} bytes")
-                } else {
-                    format!("cannot read the response: {e}")
+    let (sender, response) = match take_idle(target) {
+        Some(mut pooled) => match pooled.try_send_request(outgoing).await {
+            Ok(response) => (pooled, response),
+            Err(mut failed) => match failed.take_message() {
+                // Never sent: safe to send on a fresh connection, whatever the method.
+                Some(outgoing) => {
+                    let mut fresh = connect(target).await?;
+                    let response = fresh.send_request(outgoing).await.map_err(|e| format!("request failed: {e}"))?;
+                    (fresh, response)
                 }
-            })?
-            .to_bytes();
-        Ok::<_, String>(Response {
-            status: parts.status.as_u16(),
-            headers: headers_of(&parts.headers),
-            body: String::from_utf8_lossy(&bytes).into_owned(),
-        })
-    };
-    tokio::pin!(work);
-    tokio::pin!(connection);
-    tokio::select! {
-        done = &mut work => done,
-        closed = &mut connection => match closed {
-            // The connection may finish (e.g. `Connection: close`) with the body already
-            // buffered for `work`; let it drain.
-            Ok(()) => work.await,
-            Err(e) => Err(format!("connection failed: {e}")),
+                None => return Err(format!("request failed: {}", failed.into_error())),
+            },
         },
-    }
+        None => {
+            let mut fresh = connect(target).await?;
+            let response = fresh.send_request(outgoing).await.map_err(|e| format!("request failed: {e}"))?;
+            (fresh, response)
+        }
+    };
+    let (parts, body) = response.into_parts();
+    let bytes = Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                format!("response is larger than {limit} bytes")
+            } else {
+                format!("cannot read the response: {e}")
+            }
+        })?
+        .to_bytes();
+    put_idle(target, sender);
+    Ok(Response {
+        status: parts.status.as_u16(),
+        headers: headers_of(&parts.headers),
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    })
 }
 
 /// The `Host` header: the host with its port unless it is the default.
