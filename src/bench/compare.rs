@@ -7,7 +7,8 @@
 //! the order rotated by one each round, so that drift of the (shared) machine hits all of
 //! them alike. Per contender and connection count it reports the median over the rounds of
 //! throughput, p50 and p99, and of the server's CPU time per request (utime + stime of the
-//! server process from `/proc/PID/stat`, before and after the run, over the requests).
+//! server process from `/proc/PID/stat`, before and after the run, over the requests) and
+//! the server's resident memory (`VmRSS`) at the end of the run.
 //!
 //! Contenders:
 //! - `floor`: `verdict bench floor`, a bare hyper server answering `{"decision":true}`.
@@ -15,6 +16,9 @@
 //!   decision log on (durability `write`), with `requests/cel-allow.json` and
 //!   `requests/hook-allow.json`.
 //! - `verdict-cel-fsync`: the same, a second server with `durability = "fsync"`.
+//! - `verdict-cel-mid`: the CEL request on a third server with the 5,000-user / 127,000-grant
+//!   identity profile (`verdict identity generate --profile mid`) as its identity file; its
+//!   server RSS column is the sidecar's resident memory under load with that profile.
 //! - `node-cel`, `node-hook`: `benches/compare/webhook.mjs`, the same policy and hook logic in
 //!   Node.js `node:http`, with the same two requests.
 //! - `cerbos`: Cerbos (npm `@cerbos/cerbos-linux-x64`) with `benches/compare/cerbos/policies`,
@@ -43,8 +47,8 @@ use serde::Serialize;
 use super::{Bodies, Error, HttpTarget, Load, Report, http_once, plot_svg, run_http};
 
 /// Every contender, in the default order.
-pub const CONTENDERS: [&str; 7] =
-    ["floor", "verdict-cel", "verdict-hook", "verdict-cel-fsync", "node-cel", "node-hook", "cerbos"];
+pub const CONTENDERS: [&str; 8] =
+    ["floor", "verdict-cel", "verdict-hook", "verdict-cel-fsync", "verdict-cel-mid", "node-cel", "node-hook", "cerbos"];
 
 /// The billing answer the hook contenders get.
 const BILLING_BODY: &str = r#"{"project": "proj-alpha", "month_to_date": "1200.00", "budget": "2500.00", "currency": "USD", "as_of": "2026-11-25T06:00:00Z"}"#;
@@ -85,6 +89,8 @@ struct Run {
     cpu_us_per_request: f64,
     /// CPU microseconds per request of this process, the load generator, on the same cores.
     client_cpu_us_per_request: f64,
+    /// Resident memory of the server (`VmRSS`) at the end of the run, in MB.
+    server_rss_mb: f64,
     report: Report,
 }
 
@@ -101,6 +107,7 @@ struct Row {
     p99_us: f64,
     cpu_us_per_request: f64,
     client_cpu_us_per_request: f64,
+    server_rss_mb: f64,
     errors: u64,
 }
 
@@ -260,7 +267,7 @@ fn start_all(
     let cel_expect: &[&str] = &["\"decision\":true", "rule:provisioning/tiny-resources"];
     let hook_expect: &[&str] = &["\"decision\":true", "hook:cost-threshold"];
     if wants("verdict-cel") || wants("verdict-hook") {
-        servers.push(start_verdict(opts, work, "verdict", "write", &billing)?);
+        servers.push(start_verdict(opts, work, "verdict", "write", &billing, None)?);
         let s = servers.len() - 1;
         if wants("verdict-cel") {
             asks.push(Ask { name: "verdict-cel", server: s, path: "/access/v1/evaluation", body: cel.clone(), expect: cel_expect });
@@ -270,8 +277,23 @@ fn start_all(
         }
     }
     if wants("verdict-cel-fsync") {
-        servers.push(start_verdict(opts, work, "verdict-fsync", "fsync", &billing)?);
+        servers.push(start_verdict(opts, work, "verdict-fsync", "fsync", &billing, None)?);
         asks.push(Ask { name: "verdict-cel-fsync", server: servers.len() - 1, path: "/access/v1/evaluation", body: cel.clone(), expect: cel_expect });
+    }
+    if wants("verdict-cel-mid") {
+        // The 5,000-user / 127,000-grant profile loaded, for resident memory under load.
+        let mid = work.join("identity-mid.json");
+        let status = Command::new(&opts.verdict)
+            .args(["identity", "generate", "--profile", "mid", "-o"])
+            .arg(&mid)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map_err(|e| Error::Setup(format!("verdict identity generate: {e}")))?;
+        if !status.success() {
+            return Err(Error::Setup(format!("verdict identity generate --profile mid exited with {status}")));
+        }
+        servers.push(start_verdict(opts, work, "verdict-mid", "write", &billing, Some(&mid))?);
+        asks.push(Ask { name: "verdict-cel-mid", server: servers.len() - 1, path: "/access/v1/evaluation", body: cel.clone(), expect: cel_expect });
     }
     if wants("node-cel") || wants("node-hook") {
         let mut c = Command::new(&opts.node);
@@ -299,11 +321,22 @@ fn start_all(
 }
 
 /// `verdict serve` on a copy of examples/provisioning, its billing URL pointed at `billing`.
-fn start_verdict(opts: &CompareOptions, work: &Path, name: &'static str, durability: &str, billing: &str) -> Result<Server, Error> {
+fn start_verdict(
+    opts: &CompareOptions,
+    work: &Path,
+    name: &'static str,
+    durability: &str,
+    billing: &str,
+    identity: Option<&Path>,
+) -> Result<Server, Error> {
     let dir = work.join(name);
     copy_dir(&opts.repo.join("examples/provisioning"), &dir)?;
     let config = dir.join("verdict.toml");
-    let text = std::fs::read_to_string(&config).map_err(|source| Error::Read { path: config.clone(), source })?;
+    let mut text = std::fs::read_to_string(&config).map_err(|source| Error::Read { path: config.clone(), source })?;
+    if let Some(file) = identity {
+        let file = serde_json::to_string(&file.display().to_string()).unwrap_or_default();
+        text = text.replace("file = \"identity.json\"", &format!("file = {file}"));
+    }
     std::fs::write(&config, text.replace("127.0.0.1:9300", billing))
         .map_err(|source| Error::Write { path: config.clone(), source })?;
     let mut c = Command::new(&opts.verdict);
@@ -410,6 +443,7 @@ async fn measure(opts: &CompareOptions, servers: &[Server], ask: &Ask, connectio
     let per_request = |seconds: f64| if report.requests > 0 { seconds * 1e6 / report.requests as f64 } else { f64::NAN };
     let cpu_us_per_request = per_request(server_cpu_s);
     let client_cpu_us_per_request = per_request(client_after - client_before);
+    let server_rss_mb = rss_mb(server.pid()).unwrap_or(f64::NAN);
     eprintln!(
         "round {} {:<18} c{connections:<3} {:>9.0} req/s  p99 {:>9.1} µs  cpu {:>7.1} µs/req  errors {}",
         round + 1,
@@ -419,7 +453,7 @@ async fn measure(opts: &CompareOptions, servers: &[Server], ask: &Ask, connectio
         cpu_us_per_request,
         report.errors.total
     );
-    Ok(Run { contender: ask.name.to_owned(), round, server_cpu_s, cpu_us_per_request, client_cpu_us_per_request, report })
+    Ok(Run { contender: ask.name.to_owned(), round, server_cpu_s, cpu_us_per_request, client_cpu_us_per_request, server_rss_mb, report })
 }
 
 /// Summarizes, prints and writes `compare.json`, `compare.txt` and one SVG per connection count.
@@ -498,6 +532,7 @@ fn summarize(opts: &CompareOptions, asks: &[Ask], runs: &[Run]) -> Vec<Row> {
                 p99_us: pick(&|r| r.report.latency_us.p99),
                 cpu_us_per_request: pick(&|r| r.cpu_us_per_request),
                 client_cpu_us_per_request: pick(&|r| r.client_cpu_us_per_request),
+                server_rss_mb: pick(&|r| r.server_rss_mb),
                 errors: mine.iter().map(|r| r.report.errors.total).sum(),
             });
         }
@@ -523,13 +558,13 @@ fn render(opts: &CompareOptions, machine: &BTreeMap<&'static str, String>, rows:
     let _ = writeln!(table);
     let _ = writeln!(
         table,
-        "| contender | conns | req/s (min–max) | p50 µs | p99 µs | server CPU µs/req | load generator CPU µs/req | errors |"
+        "| contender | conns | req/s (min–max) | p50 µs | p99 µs | server CPU µs/req | load generator CPU µs/req | server RSS MB | errors |"
     );
-    let _ = writeln!(table, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(table, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for r in rows {
         let _ = writeln!(
             table,
-            "| {} | {} | {:.0} ({:.0}–{:.0}) | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+            "| {} | {} | {:.0} ({:.0}–{:.0}) | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
             r.contender,
             r.connections,
             r.throughput_rps,
@@ -539,6 +574,7 @@ fn render(opts: &CompareOptions, machine: &BTreeMap<&'static str, String>, rows:
             r.p99_us,
             r.cpu_us_per_request,
             r.client_cpu_us_per_request,
+            r.server_rss_mb,
             r.errors
         );
     }
@@ -627,6 +663,13 @@ fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".to_owned())
+}
+
+/// Resident memory of a process, from `VmRSS` in `/proc/PID/status`, in MB.
+fn rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024.0 / 1e6)
 }
 
 /// User + system CPU seconds of a process, from `/proc/PID/stat`.

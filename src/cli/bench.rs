@@ -108,7 +108,7 @@ pub struct CompareArgs {
     #[arg(long, env = "VERDICT_BENCH_QUICK")]
     pub quick: bool,
     /// Contenders, comma-separated (default: all).
-    #[arg(long, value_delimiter = ',', default_value = "floor,verdict-cel,verdict-hook,verdict-cel-fsync,node-cel,node-hook,cerbos")]
+    #[arg(long, value_delimiter = ',', default_value = "floor,verdict-cel,verdict-hook,verdict-cel-fsync,verdict-cel-mid,node-cel,node-hook,cerbos")]
     pub contenders: Vec<String>,
     /// Connection counts, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,32")]
