@@ -292,6 +292,7 @@ fn start_all(
         if !status.success() {
             return Err(Error::Setup(format!("verdict identity generate --profile mid exited with {status}")));
         }
+        let mid = std::path::absolute(&mid).unwrap_or(mid);
         servers.push(start_verdict(opts, work, "verdict-mid", "write", &billing, Some(&mid))?);
         asks.push(Ask { name: "verdict-cel-mid", server: servers.len() - 1, path: "/access/v1/evaluation", body: cel.clone(), expect: cel_expect });
     }
