@@ -246,6 +246,8 @@ fn compare_harness_quick_run_without_cerbos() {
         assert!(row["throughput_rps"].as_f64().unwrap() > 0.0, "{row}");
         assert!(row["p50_us"].as_f64().unwrap() <= row["p99_us"].as_f64().unwrap(), "{row}");
         assert!(row["cpu_us_per_request"].as_f64().unwrap() >= 0.0, "{row}");
+        // Resident memory of the server under load: a real process is more than a megabyte.
+        assert!(row["server_rss_mb"].as_f64().unwrap() > 1.0, "{row}");
         assert_eq!(row["errors"], 0, "{row}");
     }
     for run in json["runs"].as_array().unwrap() {
