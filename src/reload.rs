@@ -552,12 +552,19 @@ impl Store {
     }
 
     /// Rebuilds with `synced` as the SCIM data instead of the source's last good data.
-    fn rebuild(&self, trigger: Trigger, synced: Option<&identity::sync::Synced>) -> Result<Arc<str>, Arc<BuildError>> {
+    fn rebuild(&self, trigger: Trigger, synced: Option<Arc<identity::sync::Synced>>) -> Result<Arc<str>, Arc<BuildError>> {
         let _guard = self.reload_lock.lock();
-        let result = match synced {
+        let result = match &synced {
             Some(data) => Snapshot::build_with(&self.sources, &self.env, Some(data)),
             None => Snapshot::build(&self.sources, &self.env),
         };
+        // New SCIM data becomes the last good data only once a snapshot built with it is
+        // serving, and before the lock lets another rebuild read it.
+        if result.is_ok()
+            && let (Some(data), Some(scim)) = (synced, &self.sources.scim)
+        {
+            scim.keep(data);
+        }
         let mut status = Status {
             at: now_rfc3339(),
             trigger: trigger.as_str(),
@@ -597,7 +604,7 @@ impl Store {
 
 impl identity::sync::Apply for Store {
     fn apply(&self, data: Arc<identity::sync::Synced>) -> Result<(), String> {
-        self.rebuild(Trigger::Scim, Some(&data)).map(|_| ()).map_err(|e| e.to_string())
+        self.rebuild(Trigger::Scim, Some(data)).map(|_| ()).map_err(|e| e.to_string())
     }
 }
 

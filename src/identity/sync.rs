@@ -106,7 +106,8 @@ pub enum Outcome {
 
 /// Something that rebuilds the snapshot from new SCIM data and swaps it in, or says why not.
 pub trait Apply: Send + Sync + 'static {
-    /// Builds with `data`; on success the source keeps `data` as its last good data.
+    /// Builds with `data` and swaps the snapshot in; on success (and before any other rebuild
+    /// can start) calls [`ScimSource::keep`] with `data`.
     fn apply(&self, data: Arc<Synced>) -> Result<(), String>;
 }
 
@@ -156,6 +157,12 @@ impl ScimSource {
     /// The last good data, if a sync ever succeeded.
     pub fn data(&self) -> Option<Arc<Synced>> {
         self.data.load_full()
+    }
+
+    /// Makes `data` the last good data; called by the store once a snapshot built with it is
+    /// serving, while it still holds its reload lock.
+    pub fn keep(&self, data: Arc<Synced>) {
+        self.data.store(Some(data));
     }
 
     /// Whether decisions are being made on data the upstream could not confirm.
@@ -246,11 +253,12 @@ impl ScimSource {
             fetched_at: now_rfc3339(),
         });
         let apply = apply.clone();
-        let candidate = synced.clone();
-        tokio::task::spawn_blocking(move || apply.apply(candidate))
+        // `apply` keeps `synced` as the last good data itself, under the store's reload lock,
+        // so a file reload running at the same time cannot rebuild with the older data after
+        // this swap.
+        tokio::task::spawn_blocking(move || apply.apply(synced))
             .await
             .map_err(|e| format!("snapshot build task failed: {e}"))??;
-        self.data.store(Some(synced));
         Ok(Outcome::Changed)
     }
 
