@@ -259,8 +259,14 @@ impl DecisionLog {
         shared.closed.store(true, Ordering::Release);
         if let Some(inline) = &shared.inline {
             let inline = Arc::clone(inline);
-            // Takes the writer lock (a combiner may be mid-write) and fsyncs: off the workers.
-            let _panicked = tokio::task::spawn_blocking(move || inline.close()).await.is_err();
+            // Takes the writer lock (a combiner may be mid-write) and fsyncs: off the workers
+            // when there is a tokio runtime, here otherwise.
+            match tokio::runtime::Handle::try_current() {
+                Ok(_) => {
+                    let _panicked = tokio::task::spawn_blocking(move || inline.close()).await.is_err();
+                }
+                Err(_) => inline.close(),
+            }
             return;
         }
         let (Some(queue), Some(stopped)) = (&shared.queue, &shared.stopped) else { return };
@@ -291,8 +297,9 @@ async fn record_inline(shared: &Shared, inline: &Arc<sink::Inline>, record: Reco
     let written = loop {
         match inline.push(record) {
             Ok(written) => break written,
-            Err(back) => {
-                record = back;
+            Err(sink::Refused::Closed) => return Err(Error::Closed),
+            Err(sink::Refused::Full(back)) => {
+                record = *back;
                 let now = tokio::time::Instant::now();
                 let until = *deadline.get_or_insert(now + shared.enqueue_timeout);
                 if now >= until {
@@ -305,10 +312,22 @@ async fn record_inline(shared: &Shared, inline: &Arc<sink::Inline>, record: Reco
             }
         }
     };
+    // Drains when dropped: after the yield below, or if this future is dropped during it
+    // (the record is queued and must not wait for the next request to be written).
+    let drain = DrainOnDrop(inline);
     // Let the other requests this worker has ready reach this point first, so one `write`
     // carries all of them: without it, groups under load averaged 1.4 records.
     tokio::task::yield_now().await;
-    inline.drain();
+    drop(drain);
     written.await.unwrap_or(Err(Error::Closed))
+}
+
+/// Runs [`sink::Inline::drain`] when dropped.
+struct DrainOnDrop<'a>(&'a Arc<sink::Inline>);
+
+impl Drop for DrainOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.drain();
+    }
 }
 

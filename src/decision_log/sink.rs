@@ -4,9 +4,11 @@
 //! Position in the request flow: behind the bounded queue that `DecisionLog::record` feeds.
 //! Each request's task waits on a oneshot until the group holding its record is written.
 //!
-//! This module must not run on a tokio worker or call async code (it is a plain OS thread
-//! that blocks on the queue and on the disk), and must not answer a caller before the
-//! caller's whole group is written.
+//! The writer thread (`fsync`) must not run on a tokio worker or call async code (it blocks
+//! on the queue and on the disk). In inline mode (`write`) the combining request does the
+//! buffered `write` on its tokio worker: microseconds normally, and a disk that stalls holds
+//! that one worker (the others only queue). Neither may answer a caller before the caller's
+//! whole group is written.
 //!
 //! # Design
 //!
@@ -163,6 +165,7 @@ pub(super) fn spawn(config: &Config, counters: Arc<Counters>) -> Result<Started,
     if inline {
         return Ok(Started::Inline(Arc::new(Inline {
             writer: parking_lot::Mutex::new(Some(writer)),
+            closed: std::sync::atomic::AtomicBool::new(false),
             pending: parking_lot::Mutex::new(Vec::new()),
             capacity: config.queue_capacity,
         })));
@@ -243,9 +246,20 @@ fn open_writer(
 pub(super) struct Inline {
     /// The file and the chain; `None` once closed.
     writer: parking_lot::Mutex<Option<Writer>>,
+    /// Set by `close` before it takes the last pending records; `push` refuses afterwards
+    /// (checked under the `pending` lock, so no record slips in behind the final group).
+    closed: std::sync::atomic::AtomicBool,
     /// Records waiting for the next group, at most `capacity`.
     pending: parking_lot::Mutex<Vec<Pending>>,
     capacity: usize,
+}
+
+/// Why [`Inline::push`] did not queue a record.
+pub(super) enum Refused {
+    /// `capacity` records are waiting; the record, for a retry.
+    Full(Box<Record>),
+    /// The log is closed.
+    Closed,
 }
 
 /// Groups one combiner writes before handing over.
@@ -258,12 +272,14 @@ impl std::fmt::Debug for Inline {
 }
 
 impl Inline {
-    /// Queues `record`; `Err` gives it back when `capacity` records are already waiting.
-    #[expect(clippy::result_large_err, reason = "the record is handed back to retry, not boxed per call")]
-    pub(super) fn push(&self, record: Record) -> Result<oneshot::Receiver<Result<(), Error>>, Record> {
+    /// Queues `record`, or says why not (handing a full queue's record back for a retry).
+    pub(super) fn push(&self, record: Record) -> Result<oneshot::Receiver<Result<(), Error>>, Refused> {
         let mut pending = self.pending.lock();
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Refused::Closed);
+        }
         if pending.len() >= self.capacity {
-            return Err(record);
+            return Err(Refused::Full(Box::new(record)));
         }
         let (done, written) = oneshot::channel();
         pending.push(Pending { record, done });
@@ -285,30 +301,43 @@ impl Inline {
                 }
                 continue;
             }
-            match writer.as_mut() {
-                Some(w) => w.commit(&mut group),
-                None => {
-                    for p in group.drain(..) {
-                        let _unanswered = p.done.send(Err(Error::Closed));
-                    }
-                }
-            }
+            self.commit_or_refuse(writer.as_mut(), &mut group);
         }
         if self.pending.lock().is_empty() {
             return;
         }
-        let me = Arc::clone(self);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
+                let me = Arc::clone(self);
                 runtime.spawn(async move { me.drain() });
             }
-            // Not on a runtime (a plain thread): keep going here.
-            Err(_) => me.drain(),
+            // Not on a runtime (a plain thread): keep going here until nothing is left.
+            Err(_) => {
+                while !self.pending.lock().is_empty() {
+                    let Some(mut writer) = self.writer.try_lock() else { return };
+                    let mut group = std::mem::take(&mut *self.pending.lock());
+                    self.commit_or_refuse(writer.as_mut(), &mut group);
+                }
+            }
+        }
+    }
+
+    /// Writes `group`, or answers it `Closed` once the writer is gone.
+    fn commit_or_refuse(&self, writer: Option<&mut Writer>, group: &mut Vec<Pending>) {
+        match writer {
+            Some(w) => w.commit(group),
+            None => {
+                for p in group.drain(..) {
+                    let _unanswered = p.done.send(Err(Error::Closed));
+                }
+            }
         }
     }
 
     /// Writes everything pending, fsyncs, and refuses further records. Blocking.
     pub(super) fn close(&self) {
+        // First: from here on `push` refuses, so the group taken below is the last.
+        self.closed.store(true, Ordering::SeqCst);
         let mut writer = self.writer.lock();
         let mut group = std::mem::take(&mut *self.pending.lock());
         if let Some(mut w) = writer.take() {

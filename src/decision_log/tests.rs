@@ -156,9 +156,19 @@ fn zero_queue_capacity_is_rejected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_records_are_all_written_and_chained() {
+    concurrent_records(Durability::Fsync).await;
+}
+
+/// The same with inline group commit (`write`, the default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_records_are_all_written_and_chained_inline() {
+    concurrent_records(Durability::Write).await;
+}
+
+async fn concurrent_records(durability: Durability) {
     let dir = TempDir::new().unwrap();
     let config = Config {
-        durability: Durability::Fsync,
+        durability,
         ..config(&dir)
     };
     let log = DecisionLog::spawn(config.clone()).unwrap();
@@ -528,9 +538,21 @@ async fn full_queue_fails_after_the_enqueue_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_drains_every_accepted_record_then_refuses() {
+    close_drains(Durability::Fsync).await;
+}
+
+/// The same with inline group commit: `close` racing 300 records leaves none unanswered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_drains_every_accepted_record_then_refuses_inline() {
+    for _ in 0..20 {
+        close_drains(Durability::Write).await;
+    }
+}
+
+async fn close_drains(durability: Durability) {
     let dir = TempDir::new().unwrap();
     let config = Config {
-        durability: Durability::Fsync,
+        durability,
         ..config(&dir)
     };
     let log = DecisionLog::spawn(config.clone()).unwrap();
