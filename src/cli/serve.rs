@@ -66,9 +66,12 @@ async fn serve(config: crate::config::Config) -> anyhow::Result<()> {
     let scim = store.sources().scim.clone();
     let apply: Arc<dyn crate::identity::sync::Apply> = store.clone();
     if let Some(source) = &scim {
-        match source.sync(&apply).await {
-            Ok(_) => tracing::info!(base_url = %source.settings().base_url, revision = %store.current().revision, "scim: first sync done"),
-            Err(e) => tracing::warn!(error = %e, "scim: first sync failed; serving the identity file alone until a sync succeeds"),
+        // Bounded: a slow upstream must not keep the listeners (and probes) down; the sync
+        // loop retries.
+        match tokio::time::timeout(source.settings().timeout, source.sync(&apply)).await {
+            Ok(Ok(_)) => tracing::info!(base_url = %source.settings().base_url, revision = %store.current().revision, "scim: first sync done"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "scim: first sync failed; serving the identity file alone until a sync succeeds"),
+            Err(_) => tracing::warn!("scim: first sync still running after the timeout; serving the identity file alone until a sync succeeds"),
         }
     }
     let tls = match &config.server.tls {

@@ -280,12 +280,19 @@ fn normalize(entry: &str) -> String {
 /// Idle keep-alive connections kept per target on one worker thread.
 const MAX_IDLE_PER_TARGET: usize = 32;
 
+/// An idle connection older than this is closed rather than reused: servers close idle
+/// keep-alive connections after a few seconds, and this runtime does not watch idle ones.
+const MAX_IDLE: Duration = Duration::from_secs(2);
+
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// Idle connections to one target with the time each went idle, newest last.
+type IdleList = Vec<(Instant, Sender)>;
 
 thread_local! {
     /// Idle HTTP/1.1 connections by `(host, port)`, for this worker thread's runtime (a
     /// connection's task lives on the runtime that made it, so the pool is per thread).
-    static IDLE: std::cell::RefCell<HashMap<(String, u16), Vec<Sender>>> = std::cell::RefCell::new(HashMap::new());
+    static IDLE: std::cell::RefCell<HashMap<(String, u16), IdleList>> = std::cell::RefCell::new(HashMap::new());
 }
 
 /// An idle connection to `target` that is still open, if the pool has one.
@@ -293,8 +300,9 @@ fn take_idle(target: &Target) -> Option<Sender> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.get_mut(&(target.host.clone(), target.port))?;
-        while let Some(sender) = list.pop() {
-            if !sender.is_closed() {
+        // Newest last: pop until one is fresh and open; older ones are dropped (closed).
+        while let Some((since, sender)) = list.pop() {
+            if since.elapsed() < MAX_IDLE && !sender.is_closed() {
                 return Some(sender);
             }
         }
@@ -310,8 +318,9 @@ fn put_idle(target: &Target, sender: Sender) {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.entry((target.host.clone(), target.port)).or_default();
+        list.retain(|(since, _)| since.elapsed() < MAX_IDLE);
         if list.len() < MAX_IDLE_PER_TARGET {
-            list.push(sender);
+            list.push((Instant::now(), sender));
         }
     });
 }

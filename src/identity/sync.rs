@@ -30,6 +30,9 @@ use super::scim::{self, Lookup, Paging, ScimClient, ScimConfig};
 use super::{Group, User};
 use crate::config::Scim as Settings;
 
+/// The longest a read-through lookup may hold up a decision (less if `timeout` is shorter).
+const LOOKUP_DEADLINE: Duration = Duration::from_secs(1);
+
 /// The users and groups of one successful full sync.
 #[derive(Debug)]
 pub struct Synced {
@@ -83,11 +86,11 @@ pub struct Counters {
     pub syncs_ok: AtomicU64,
     /// Failed syncs.
     pub syncs_failed: AtomicU64,
-    /// Read-through lookups by outcome.
+    /// Read-through lookups that found a user (from the cache or upstream).
     pub lookups_found: AtomicU64,
     /// Read-through lookups that found no user.
     pub lookups_not_found: AtomicU64,
-    /// Read-through lookups that failed (counted as not found).
+    /// Upstream read-through lookups that failed or timed out (cached and counted as not found).
     pub lookups_error: AtomicU64,
     /// Read-through lookups skipped because the data is stale.
     pub lookups_skipped: AtomicU64,
@@ -240,7 +243,10 @@ impl ScimSource {
 
     async fn fetch_and_apply(&self, apply: &Arc<dyn Apply>) -> Result<Outcome, String> {
         let client = self.client()?;
-        let fetched = client.fetch_all().await.map_err(|e| e.to_string())?;
+        let mut fetched = client.fetch_all().await.map_err(|e| e.to_string())?;
+        // By id, so a server that lists in no stable order does not look changed every time.
+        fetched.users.sort_by(|a, b| a.id.cmp(&b.id));
+        fetched.groups.sort_by(|a, b| a.id.cmp(&b.id));
         let hash = hash(&fetched.users, &fetched.groups);
         if self.data.load().as_ref().is_some_and(|d| d.hash == hash) {
             return Ok(Outcome::Unchanged);
@@ -287,44 +293,61 @@ impl ScimSource {
             self.counters.lookups_skipped.fetch_add(1, Ordering::Relaxed);
             return None;
         }
+        // One upstream lookup per key at a time, bounded by LOOKUP_DEADLINE; a failure is
+        // cached like a miss (for `negative_ttl`), so a failing upstream is asked once per
+        // key and period, not once per request.
         let found = self
             .cache
-            .try_get_with(key.to_owned(), async {
+            .get_with(key.to_owned(), async {
                 self.counters.upstream_lookups.fetch_add(1, Ordering::Relaxed);
-                self.lookup(key).await.map(|u| u.map(|u| Arc::new(principal(&u))))
+                let deadline = self.settings.timeout.min(LOOKUP_DEADLINE);
+                let result = match tokio::time::timeout(deadline, self.lookup(key)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(format!("no answer within {deadline:?}")),
+                };
+                match result {
+                    Ok(user) => user.map(|u| Arc::new(principal(&u))),
+                    Err(e) => {
+                        self.counters.lookups_error.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(error = %e, subject = key, "scim read-through lookup failed");
+                        None
+                    }
+                }
             })
             .await;
-        match found {
-            Ok(Some(p)) => {
-                self.counters.lookups_found.fetch_add(1, Ordering::Relaxed);
-                Some(p)
-            }
-            Ok(None) => {
-                self.counters.lookups_not_found.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-            Err(e) => {
-                self.counters.lookups_error.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(error = %e, subject = key, "scim read-through lookup failed");
-                None
-            }
+        if found.is_some() {
+            self.counters.lookups_found.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.counters.lookups_not_found.fetch_add(1, Ordering::Relaxed);
         }
+        found
     }
 
-    /// A subject key is an email (has `@`), otherwise a SCIM id or a `userName`.
+    /// A subject key is a SCIM id, a `userName` or an email: by id first (unless it has an
+    /// `@`), then `userName`, then email. A filter result counts only if it really has the
+    /// key (an upstream that ignores `filter` must not map every subject to its first user).
     async fn lookup(&self, key: &str) -> Result<Option<User>, String> {
         let client = self.client()?;
+        let err = |e: scim::Error| e.to_string();
+        if !key.contains('@') {
+            match client.user(key, None).await {
+                Ok(Lookup::Found { value, .. }) if value.id.as_str() == key => return Ok(Some(value)),
+                Ok(_) => {}
+                // Servers answer an id that is not one of theirs in different ways; a name is
+                // still worth a filter query.
+                Err(scim::Error::Status { .. }) => {}
+                Err(e) => return Err(err(e)),
+            }
+        }
+        let by_name = client.user_by_username(key).await.map_err(err)?;
+        if let Some(user) = by_name.filter(|u| u.username.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(key))) {
+            return Ok(Some(user));
+        }
         if key.contains('@') {
-            return client.user_by_email(key).await.map_err(|e| e.to_string());
+            let by_email = client.user_by_email(key).await.map_err(err)?;
+            return Ok(by_email.filter(|u| u.all_emails().any(|e| e.eq_ignore_ascii_case(key))));
         }
-        match client.user(key, None).await {
-            Ok(Lookup::Found { value, .. }) => Ok(Some(value)),
-            Ok(Lookup::NotFound | Lookup::NotModified) => client.user_by_username(key).await.map_err(|e| e.to_string()),
-            // Servers answer an id that is not one of theirs in different ways; a name is
-            // still worth a filter query.
-            Err(scim::Error::Status { .. }) => client.user_by_username(key).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        }
+        Ok(None)
     }
 }
 

@@ -304,7 +304,7 @@ fn subjects_created_between_syncs_are_read_through_a_cache() {
     let scim = Scim::start(free_port());
     scim.user("erin", true);
     // No periodic sync during the test: only the first one, then read-through.
-    let (dir, config) = deployment(&scim.base_url(), "interval_ms = 600000\ncache_ttl_ms = 1500\nnegative_ttl_ms = 700");
+    let (dir, config) = deployment(&scim.base_url(), "interval_ms = 600000\ncache_ttl_ms = 5000\nnegative_ttl_ms = 2500");
     let server = start(dir, &config);
     assert!(allowed(&server, "erin", "read"));
 
@@ -315,7 +315,7 @@ fn subjects_created_between_syncs_are_read_through_a_cache() {
     assert_eq!(metric(&server, "verdict_identity_upstream_lookups_total"), upstream, "negative entry cached");
     // Created upstream: found once the short negative entry expired, by username and by email.
     let frank = scim.user("frank", true);
-    wait_for(Duration::from_secs(5), || allowed(&server, "frank", "read"));
+    wait_for(Duration::from_secs(10), || allowed(&server, "frank", "read"));
     assert!(allowed(&server, "frank@example.com", "read"));
     assert!(allowed(&server, &frank, "read"));
     let found = metric(&server, "verdict_identity_lookups_total{result=\"found\"}");
@@ -330,7 +330,7 @@ fn subjects_created_between_syncs_are_read_through_a_cache() {
     assert!(!allowed(&server, "frank", "write"));
     // Deleted upstream: still cached until the hit expires, then gone.
     scim.send("DELETE", &format!("/v2/Users/{frank}"), None);
-    wait_for(Duration::from_secs(5), || !allowed(&server, "frank", "read"));
+    wait_for(Duration::from_secs(15), || !allowed(&server, "frank", "read"));
 }
 
 #[test]
@@ -387,6 +387,10 @@ fn a_broken_payload_never_replaces_good_data() {
     let (dir, config) = deployment(&format!("http://127.0.0.1:{port}/v2"), "interval_ms = 200\nretry_min_ms = 100\nretry_max_ms = 200");
     let server = start(dir, &config);
     assert!(allowed(&server, "alice", "write"));
+    // This stand-in ignores `filter` and lists alice for any query: a read-through lookup of
+    // an unknown subject must not take her record for it.
+    assert!(!allowed(&server, "mallory", "read"));
+    assert!(metric(&server, "verdict_identity_upstream_lookups_total") >= 1.0);
     let revision = status(&server)["revision"].clone();
 
     // Wrong type deep inside a record.
