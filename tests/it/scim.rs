@@ -315,6 +315,7 @@ fn subjects_created_between_syncs_are_read_through_a_cache() {
     assert_eq!(metric(&server, "verdict_identity_upstream_lookups_total"), upstream, "negative entry cached");
     // Created upstream: found once the short negative entry expired, by username and by email.
     let frank = scim.user("frank", true);
+    scim.group("admins", &[&frank]);
     wait_for(Duration::from_secs(10), || allowed(&server, "frank", "read"));
     assert!(allowed(&server, "frank@example.com", "read"));
     assert!(allowed(&server, &frank, "read"));
@@ -326,7 +327,8 @@ fn subjects_created_between_syncs_are_read_through_a_cache() {
         assert!(allowed(&server, "frank", "read"));
     }
     assert_eq!(metric(&server, "verdict_identity_upstream_lookups_total"), upstream);
-    // Groups come only with full syncs: a looked-up user is in none.
+    // Groups come only with full syncs: frank is in `admins` upstream, but a looked-up user
+    // is in no group until the next sync.
     assert!(!allowed(&server, "frank", "write"));
     // Deleted upstream: still cached until the hit expires, then gone.
     scim.send("DELETE", &format!("/v2/Users/{frank}"), None);
