@@ -15,6 +15,8 @@ pub struct Env {
 #[derive(Debug)]
 pub struct Condition {
     program: ::cel::Program,
+    /// The direct evaluator's plan, for conditions of the shape it handles.
+    plan: Option<super::fast::Plan>,
     source: Arc<str>,
 }
 
@@ -87,12 +89,18 @@ impl Condition {
                 ),
             });
         }
-        Ok(Condition { program, source: source.into() })
+        let plan = super::fast::Plan::compile(program.expression());
+        Ok(Condition { program, plan, source: source.into() })
     }
 
     /// The expression as written.
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The direct evaluator's plan, if the condition has one.
+    pub(crate) fn plan(&self) -> Option<&super::fast::Plan> {
+        self.plan.as_ref()
     }
 
     /// The compiled program.

@@ -89,11 +89,30 @@ impl VariableResolver for Bindings<'_> {
     }
 }
 
+impl<'a> Bindings<'a> {
+    /// The JSON behind the request variables, for the direct evaluator, in the order of
+    /// `fast::Root`.
+    pub(super) fn roots(&self) -> [&'a serde_json::Value; 5] {
+        [self.subject, self.action, self.resource, self.context, self.principal]
+    }
+}
+
 // === impl Condition ===
 
 impl Condition {
     /// Evaluates the condition for one request.
+    ///
+    /// A condition with a direct plan (see `fast`) is answered by it when it can be; the
+    /// interpreter answers the rest, and every error.
     pub fn evaluate(&self, functions: &Functions, bindings: &Bindings<'_>) -> Result<bool, EvalError> {
+        if let Some(answer) = self.plan().and_then(|p| p.eval(bindings)) {
+            return Ok(answer);
+        }
+        self.interpret(functions, bindings)
+    }
+
+    /// Evaluates the condition with the `cel` interpreter alone.
+    pub fn interpret(&self, functions: &Functions, bindings: &Bindings<'_>) -> Result<bool, EvalError> {
         let mut scope = functions.scope();
         scope.set_variable_resolver(bindings);
         match self.program().execute(&scope) {

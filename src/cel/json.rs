@@ -200,7 +200,7 @@ struct JsonObject<'a> {
 struct Keys<'b, 'a>(std::slice::Iter<'b, CelString<'a>>);
 
 /// A JSON number classified the way [`borrow`] maps it to a CEL type.
-enum JsonNumber {
+pub(super) enum JsonNumber {
     Int(i64),
     UInt(u64),
     Double(f64),
@@ -366,7 +366,7 @@ impl<'b, 'a: 'v, 'v> CelIterator<'b, 'v> for Keys<'b, 'a> {
 // === impl JsonNumber ===
 
 impl JsonNumber {
-    fn of(n: &Number) -> Self {
+    pub(super) fn of(n: &Number) -> Self {
         if let Some(i) = n.as_i64() {
             Self::Int(i)
         } else if let Some(u) = n.as_u64() {

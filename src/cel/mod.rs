@@ -13,6 +13,7 @@
 mod compile;
 pub mod env;
 pub mod eval;
+mod fast;
 pub mod json;
 
 pub use compile::{CompileError, Condition, Env, VARIABLES};

@@ -331,7 +331,7 @@ impl Engine {
             id: id.clone(),
             time: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             decided_by: format!("search:{}", req.kind.as_str()),
-            request: req.body,
+            request: req.body.into(),
             decision: !page.is_empty(),
             reason: None,
             outputs: Some(serde_json::json!({ "results": page, "evaluated": candidates.len() })),
@@ -370,7 +370,7 @@ impl Engine {
         let record = Record {
             id: id.clone(),
             time: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            request: request.into_json(),
+            request: request.into_logged(),
             decision: decision.allow,
             decided_by: decision.decided_by.as_str().into_owned(),
             reason: decision.reason.as_deref().map(str::to_owned),

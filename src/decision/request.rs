@@ -11,6 +11,8 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone)]
 pub struct DecisionRequest {
     body: Value,
+    /// The bytes `body` was parsed from, when they are the whole request: logged as sent.
+    raw: Option<bytes::Bytes>,
 }
 
 /// A validated batch (`/access/v1/evaluations`).
@@ -77,7 +79,14 @@ impl DecisionRequest {
             return Err(err("$", Problem::WrongType("a JSON object")));
         };
         validate(map, "")?;
-        Ok(DecisionRequest { body })
+        Ok(DecisionRequest { body, raw: None })
+    }
+
+    /// Keeps the bytes the request was parsed from, so the decision record logs them as sent
+    /// instead of encoding the parsed value again.
+    #[must_use]
+    pub fn with_raw(self, raw: bytes::Bytes) -> DecisionRequest {
+        DecisionRequest { raw: Some(raw), ..self }
     }
 
     /// The request as JSON: `{subject, action, resource, context?, …}`.
@@ -85,9 +94,12 @@ impl DecisionRequest {
         &self.body
     }
 
-    /// Takes the JSON back (for the decision record).
-    pub fn into_json(self) -> Value {
-        self.body
+    /// The request for the decision record: the bytes as sent when kept, else the JSON.
+    pub fn into_logged(self) -> crate::decision_log::RequestJson {
+        match self.raw {
+            Some(raw) => crate::decision_log::RequestJson::Raw(raw),
+            None => crate::decision_log::RequestJson::Parsed(self.body),
+        }
     }
 
     /// `subject.type`.
@@ -193,7 +205,7 @@ impl Evaluations {
                         }
                 }
                 validate(&item, &prefix)?;
-                Ok(DecisionRequest { body: Value::Object(item) })
+                Ok(DecisionRequest { body: Value::Object(item), raw: None })
             })
             .collect();
         Ok(Evaluations::Batch(BatchRequest { items, semantic, item_context }))

@@ -3,7 +3,9 @@
 //!
 //! Position in the request flow: once the engine has a `Decision`, the server builds a
 //! [`Record`] and hands it to `DecisionLog::record`. Building a record only moves owned data;
-//! encoding it ([`encode_line`]) happens on the writer thread, never on the request path.
+//! encoding it ([`encode_line`]) happens when its group is committed. A single evaluation's
+//! request is logged as the bytes the client sent ([`RequestJson::Raw`]), so the log is
+//! exact (numbers as written) and the request is not encoded again.
 //!
 //! This module must not do I/O or know about files, queues or rotation. It owns exactly two
 //! things: what a line contains, and how a line is hashed into the chain.
@@ -32,8 +34,8 @@ pub struct Record {
     pub id: String,
     /// When the decision was made: RFC 3339, milliseconds, UTC (see [`timestamp`]).
     pub time: String,
-    /// The AuthZEN request as received, with secrets already redacted by the caller.
-    pub request: serde_json::Value,
+    /// The AuthZEN request as received.
+    pub request: RequestJson,
     /// The answer: `true` allows.
     pub decision: bool,
     /// What decided: `rule:<policy>/<rule>`, `default`, `error` or `hook:<name>@<version>`.
@@ -121,13 +123,61 @@ pub struct BatchPos {
     pub of: usize,
 }
 
-/// The written line: `v`, the record's fields, then `prev`.
-#[derive(Serialize)]
-struct Line<'a> {
-    v: u32,
-    #[serde(flatten)]
-    record: &'a Record,
-    prev: &'a str,
+/// A logged request: the JSON value, or the exact body the client sent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RequestJson {
+    /// A request built or rewritten by Verdict (batch items, searches), or read back.
+    Parsed(serde_json::Value),
+    /// A body that parsed as a JSON object: logged byte for byte, except that line breaks
+    /// (which JSON allows only as whitespace between tokens) become spaces.
+    Raw(bytes::Bytes),
+}
+
+impl From<serde_json::Value> for RequestJson {
+    fn from(v: serde_json::Value) -> Self {
+        RequestJson::Parsed(v)
+    }
+}
+
+impl RequestJson {
+    /// The request as a JSON value (parses a raw body).
+    pub fn to_value(&self) -> serde_json::Value {
+        match self {
+            RequestJson::Parsed(v) => v.clone(),
+            RequestJson::Raw(b) => serde_json::from_slice(b).unwrap_or(serde_json::Value::Null),
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        match self {
+            RequestJson::Parsed(v) => serde_json::to_writer(&mut *out, v),
+            RequestJson::Raw(b) => {
+                let start = out.len();
+                out.extend_from_slice(b.trim_ascii());
+                for byte in out.iter_mut().skip(start) {
+                    if matches!(*byte, b'\n' | b'\r') {
+                        *byte = b' ';
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Serialize for RequestJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RequestJson::Parsed(v) => v.serialize(s),
+            RequestJson::Raw(_) => self.to_value().serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RequestJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde_json::Value::deserialize(d).map(RequestJson::Parsed)
+    }
 }
 
 /// Formats `at` the way [`Record::time`] expects: RFC 3339, milliseconds, UTC.
@@ -143,15 +193,52 @@ pub(super) fn encode_line(
     prev: &str,
 ) -> Result<String, serde_json::Error> {
     line.clear();
-    serde_json::to_writer(
-        &mut *line,
-        &Line {
-            v: VERSION,
-            record,
-            prev,
-        },
-    )?;
+    write_line(line, record, prev)?;
     Ok(line_hash(line))
+}
+
+/// The line's JSON, written field by field in the order `Record` declares them (the same
+/// bytes `serde_json` would write for `{v, ..record, prev}`, without re-encoding the request).
+fn write_line(out: &mut Vec<u8>, r: &Record, prev: &str) -> Result<(), serde_json::Error> {
+    fn field<T: Serialize + ?Sized>(out: &mut Vec<u8>, name: &str, value: &T) -> Result<(), serde_json::Error> {
+        out.push(b',');
+        out.push(b'"');
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
+        serde_json::to_writer(&mut *out, value)
+    }
+    out.extend_from_slice(b"{\"v\":");
+    out.extend_from_slice(VERSION.to_string().as_bytes());
+    field(out, "id", &r.id)?;
+    field(out, "time", &r.time)?;
+    out.extend_from_slice(b",\"request\":");
+    r.request.write(out)?;
+    out.extend_from_slice(if r.decision { b",\"decision\":true" } else { b",\"decision\":false" });
+    field(out, "decided_by", &r.decided_by)?;
+    if let Some(reason) = &r.reason {
+        field(out, "reason", reason)?;
+    }
+    if let Some(outputs) = &r.outputs {
+        field(out, "outputs", outputs)?;
+    }
+    field(out, "revision", &r.revision)?;
+    if !r.hooks.is_empty() {
+        field(out, "hooks", &r.hooks)?;
+    }
+    if !r.errors.is_empty() {
+        field(out, "errors", &r.errors)?;
+    }
+    field(out, "timings", &r.timings)?;
+    field(out, "identity", &r.identity)?;
+    if let Some(id) = &r.request_id {
+        field(out, "request_id", id)?;
+    }
+    if let Some(batch) = &r.batch {
+        field(out, "batch", batch)?;
+    }
+    field(out, "prev", prev)?;
+    out.push(b'}');
+    Ok(())
 }
 
 /// Hex SHA-256 of one line's exact bytes, without its newline.
@@ -172,7 +259,8 @@ impl Record {
                 "subject": {"type": "user", "id": "morty"},
                 "action": {"name": "provision"},
                 "resource": {"type": "vm", "id": "p1", "properties": {"cost": 12}}
-            }),
+            })
+            .into(),
             decision: true,
             decided_by: "rule:provisioning/tiny".to_owned(),
             reason: None,
@@ -195,5 +283,58 @@ impl Record {
             request_id: None,
             batch: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    /// The hand-written line is the line `serde_json` writes for `{v, ..record, prev}`.
+    #[test]
+    fn line_matches_serde() {
+        #[derive(Serialize)]
+        struct Line<'a> {
+            v: u32,
+            #[serde(flatten)]
+            record: &'a Record,
+            prev: &'a str,
+        }
+        let mut full = Record::for_test("r\"1");
+        full.reason = Some("why \u{1}".into());
+        full.outputs = Some(serde_json::json!({"username": "mo"}));
+        full.errors = vec!["rule `x`: no such key".into()];
+        full.hooks = vec![HookCall {
+            name: "h".into(),
+            version: "abc".into(),
+            elapsed_us: 3,
+            memory_bytes: 9,
+            logs: vec!["l".into()],
+            error: None,
+        }];
+        full.request_id = Some("rid".into());
+        full.batch = Some(BatchPos { index: 1, of: 2 });
+        for r in [Record::for_test("r0"), full] {
+            let mut line = Vec::new();
+            encode_line(&mut line, &r, GENESIS_PREV).unwrap();
+            let expected = serde_json::to_vec(&Line { v: VERSION, record: &r, prev: GENESIS_PREV }).unwrap();
+            assert_eq!(String::from_utf8(line).unwrap(), String::from_utf8(expected).unwrap());
+        }
+    }
+
+    /// A raw body is logged as sent, on one line, and reads back as the same value.
+    #[test]
+    fn raw_request_is_logged_as_sent() {
+        let body = "{\n  \"subject\": {\"type\": \"user\", \"id\": \"a\\nb\"},\r\n  \"n\": 35.0}\n";
+        let mut r = Record::for_test("r0");
+        r.request = RequestJson::Raw(bytes::Bytes::from(body));
+        let mut line = Vec::new();
+        encode_line(&mut line, &r, GENESIS_PREV).unwrap();
+        let text = String::from_utf8(line).unwrap();
+        assert!(!text.contains('\n') && !text.contains('\r'), "{text}");
+        assert!(text.contains(r#""n": 35.0}"#), "{text}");
+        let back: Record = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.request.to_value(), serde_json::from_str::<serde_json::Value>(body).unwrap());
     }
 }

@@ -493,7 +493,7 @@ async fn full_queue_fails_after_the_enqueue_timeout() {
     };
     let log = DecisionLog::spawn(config).unwrap();
     let mut big = Record::for_test("big");
-    big.request = serde_json::json!({ "padding": "x".repeat(256 * 1024) });
+    big.request = serde_json::json!({ "padding": "x".repeat(256 * 1024) }).into();
     let stuck = tokio::spawn({
         let log = log.clone();
         async move { log.record(big).await }

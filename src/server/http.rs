@@ -109,8 +109,9 @@ impl Api {
                 Ok(resp)
             }
             Route::Evaluation => {
-                let body = self.read_json(req).await?;
-                let request = DecisionRequest::from_json(body)?;
+                let bytes = read_body(req, &self.limits).await?;
+                let body = parse_json(&bytes, self.limits.max_json_depth)?;
+                let request = DecisionRequest::from_json(body)?.with_raw(bytes);
                 let served = self.engine.evaluate(request, meta).await?;
                 Ok(respond::evaluation(&served))
             }
@@ -148,9 +149,14 @@ impl Api {
 
     async fn read_json(&self, req: Request<Incoming>) -> Result<serde_json::Value, ApiError> {
         let bytes = read_body(req, &self.limits).await?;
-        check_depth(&bytes, self.limits.max_json_depth)?;
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::BadJson(e.to_string()))
+        parse_json(&bytes, self.limits.max_json_depth)
     }
+}
+
+/// Parses a body after checking its nesting depth.
+fn parse_json(bytes: &[u8], max_depth: usize) -> Result<serde_json::Value, ApiError> {
+    check_depth(bytes, max_depth)?;
+    serde_json::from_slice(bytes).map_err(|e| ApiError::BadJson(e.to_string()))
 }
 
 fn route(method: &Method, path: &str) -> Result<Route, ApiError> {

@@ -224,8 +224,10 @@ pub fn evaluations(results: &[ItemResult], item_context: bool) -> Response<Body>
 
 /// A JSON response.
 pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Body> {
-    match serde_json::to_vec(body) {
-        Ok(bytes) => with_type(status, Bytes::from(bytes), "application/json"),
+    // Most answers are a decision with its context: one allocation, no regrowth.
+    let mut bytes = Vec::with_capacity(256);
+    match serde_json::to_writer(&mut bytes, body) {
+        Ok(()) => with_type(status, Bytes::from(bytes), "application/json"),
         Err(e) => {
             tracing::warn!(error = %e, "cannot encode response");
             with_type(
