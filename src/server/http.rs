@@ -216,6 +216,12 @@ fn is_json(content_type: &[u8]) -> bool {
 
 /// Rejects bodies nested deeper than `max` before the parser recurses into them.
 fn check_depth(bytes: &[u8], max: usize) -> Result<(), ApiError> {
+    // Nesting never exceeds the number of `{` and `[` bytes (inside strings or not); counting
+    // them is one vectorized pass, so the exact scan below runs only for bodies that have
+    // more openers than the limit.
+    if bytes.iter().filter(|&&b| b == b'{' || b == b'[').count() <= max {
+        return Ok(());
+    }
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for &b in bytes {
         if in_string {
@@ -251,6 +257,9 @@ mod tests {
     fn depth_counts_only_structure() {
         assert!(check_depth(br#"{"a":[[["[[[[[[["]]]}"#, 4).is_ok());
         assert!(check_depth(b"[[[[[", 4).is_err());
+        assert!(check_depth(b"[[[[]]]][[[[]]]]", 4).is_ok());
+        assert!(check_depth(br#"["[[[[[[[[", {"a": "{{{{{{"}]"#, 4).is_ok());
+        assert!(check_depth(br#"["[[[[[[[[", [[[[{}]]]]]"#, 4).is_err());
     }
 
     #[test]

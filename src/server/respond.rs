@@ -180,10 +180,13 @@ fn context(s: &Served) -> DecisionContext<'_> {
 pub fn evaluation(served: &Served) -> Response<Body> {
     let mut resp = json(StatusCode::OK, &EvaluationBody { decision: served.decision.allow, context: context(served) });
     if let Ok(v) = HeaderValue::from_str(&served.id) {
-        resp.headers_mut().insert("x-decision-id", v);
+        resp.headers_mut().insert(&X_DECISION_ID, v);
     }
     resp
 }
+
+/// `X-Decision-ID`, built once rather than parsed from a string per response.
+static X_DECISION_ID: http::HeaderName = http::HeaderName::from_static("x-decision-id");
 
 /// The response for a batch (AuthZEN §7.2). Items carry only `decision` unless the request set
 /// `options.verdict_item_context`, so strict interop comparisons pass; Verdict's per-item
@@ -217,7 +220,7 @@ pub fn evaluations(results: &[ItemResult], item_context: bool) -> Response<Body>
     let mut resp =
         json(StatusCode::OK, &BatchBody { evaluations: items, context: BatchContext { revision, decisions } });
     if let Ok(v) = HeaderValue::from_str(&ids.join(",")) {
-        resp.headers_mut().insert("x-decision-id", v);
+        resp.headers_mut().insert(&X_DECISION_ID, v);
     }
     resp
 }
