@@ -472,6 +472,24 @@ async fn removed_file_is_recreated_not_written_into_the_void() {
     assert!(after[0].contains(r#""id":"r1""#));
 }
 
+#[tokio::test]
+async fn moved_file_is_followed_by_a_new_one_within_the_check_interval() {
+    let dir = TempDir::new().unwrap();
+    let config = config(&dir);
+    let moved = dir.path().join("moved.jsonl");
+    let log = DecisionLog::spawn(config.clone()).unwrap();
+    log.record(Record::for_test("r0")).await.unwrap();
+    fs::rename(&config.path, &moved).unwrap();
+    // Log rotation by rename: the path is looked up at most every 100 ms, so wait that out.
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    log.record(Record::for_test("r1")).await.unwrap();
+    log.close().await;
+    assert_eq!(lines(&moved).len(), 1);
+    let after = lines(&config.path);
+    assert_eq!(after.len(), 1);
+    assert!(after[0].contains(r#""id":"r1""#));
+}
+
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_queue_fails_after_the_enqueue_timeout() {
