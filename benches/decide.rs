@@ -10,12 +10,15 @@ use std::path::PathBuf;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use verdict::decision::{self, DecisionRequest};
-use verdict::reload::{Snapshot, Sources};
+use verdict::reload::{HookSources, Snapshot, Sources};
 
 fn example(name: &str) -> Option<Snapshot> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples").join(name);
-    let sources = Sources { policy_dir: root.join("policies"), identity_file: Some(root.join("identity.json")), hooks: Default::default(), search: Default::default(), scim: None };
-    Snapshot::build(&sources, &verdict::cel::Env::new()).ok()
+    // The hooks directory too: a policy naming a hook that is not loaded does not build.
+    let hooks = HookSources { dir: Some(root.join("hooks")).filter(|d| d.is_dir()), ..Default::default() };
+    let sources = Sources { policy_dir: root.join("policies"), identity_file: Some(root.join("identity.json")), hooks, search: Default::default(), scim: None };
+    // Say why a bench is missing instead of skipping it silently.
+    Snapshot::build(&sources, &verdict::cel::Env::new()).map_err(|e| eprintln!("example `{name}` does not build: {e}")).ok()
 }
 
 fn request(json: &str) -> Option<DecisionRequest> {
