@@ -90,6 +90,29 @@ fn eval_decides_one_request_from_stdin() {
     assert_eq!(v["context"]["decided_by"], "rule:provisioning/tiny-resources");
 }
 
+/// A single evaluation's body is logged as the client sent it: a pretty-printed body with
+/// line breaks becomes one line, `35.0` stays `35.0` (a parsed-and-encoded value would read
+/// `35.0` too, but `1e3` would become `1000.0`), and the log still verifies.
+#[test]
+fn the_request_is_logged_as_sent_on_one_line() {
+    let server = TestServer::example("provisioning");
+    let mut c = server.client();
+    let body = "{\n  \"subject\": {\"type\": \"user\", \"id\": \"u-bob\"},\r\n  \"action\": {\"name\": \"provision\"},\n  \"resource\": {\"type\": \"cloud.vm\", \"id\": \"vm-1\",\n    \"properties\": {\"project\": \"proj-alpha\", \"monthly_cost\": 35.0, \"cpus\": 1e3}}\n}\n";
+    let r = c.request("POST", "/access/v1/evaluation", &[("content-type", "application/json")], body.as_bytes());
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["decision"], true);
+    let log = server.log_path();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(lines[0].contains(r#""monthly_cost": 35.0, "cpus": 1e3}"#), "{}", lines[0]);
+    let record: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(record["request"]["subject"]["id"], "u-bob");
+    assert_eq!(record["decided_by"], "rule:provisioning/tiny-resources");
+    let (ok, out, err) = run(&["log", "verify", log.to_str().unwrap()], &repo());
+    assert!(ok && out.contains("1 records"), "{out}{err}");
+}
+
 #[test]
 fn log_verify_detects_tampering() {
     let server = TestServer::example("provisioning");
