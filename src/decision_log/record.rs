@@ -129,7 +129,10 @@ pub enum RequestJson {
     /// A request built or rewritten by Verdict (batch items, searches), or read back.
     Parsed(serde_json::Value),
     /// A body that parsed as a JSON object: logged byte for byte, except that line breaks
-    /// (which JSON allows only as whitespace between tokens) become spaces.
+    /// (which JSON allows only as whitespace between tokens) become spaces. "As sent" is
+    /// literal: escapes stay escapes (`"\u0061"` is not rewritten to `"a"`), and a body with a
+    /// duplicate key keeps both (the decision used the last, as `serde_json` does); a reader
+    /// searching the log for a value should parse the line, not grep it.
     Raw(bytes::Bytes),
 }
 

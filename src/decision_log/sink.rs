@@ -108,8 +108,6 @@ struct Writer {
     /// One encoded line, reused.
     line: Vec<u8>,
     counters: Arc<Counters>,
-    /// When to next look up `path` to see whether the open file was moved (see `ensure_open`).
-    next_path_check: std::time::Instant,
     /// Sends `true` once everything is flushed (see `Shared::stopped`); `None` inline.
     stopped: Option<watch::Sender<bool>>,
 }
@@ -227,7 +225,6 @@ fn open_writer(
         active: Some(opened.active),
         prev,
         next_rotation,
-        next_path_check: std::time::Instant::now(),
         buf: Vec::new(),
         line: Vec::new(),
         counters,
@@ -538,19 +535,6 @@ fn file_id(meta: &fs::Metadata) -> FileId {
 #[cfg(not(unix))]
 fn file_id(_meta: &fs::Metadata) -> FileId {}
 
-/// Whether `file` has no name left (it was deleted while open).
-#[cfg(unix)]
-fn unlinked(file: &File) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    file.metadata().is_ok_and(|m| m.nlink() == 0)
-}
-
-/// Without link counts: `ensure_open` looks the path up before every group instead.
-#[cfg(not(unix))]
-fn unlinked(_file: &File) -> bool {
-    false
-}
-
 // === impl Counters ===
 
 impl Counters {
@@ -679,19 +663,13 @@ impl Writer {
     }
 
     /// Makes sure `active` is open and still the file at `path`.
-    ///
-    /// Before every group, `fstat` of the open file tells whether it was removed (no links
-    /// left): a record is never written into a deleted file. Whether the file was *moved*
-    /// (log rotation by rename) needs a lookup of `path`, made at most every 100 ms; a group
-    /// written to a moved file in between is not lost, it ends the moved file.
     fn ensure_open(&mut self) -> io::Result<()> {
         if let Some(active) = &self.active {
-            let now = std::time::Instant::now();
-            let mut still_there = !unlinked(&active.file);
-            if still_there && (!cfg!(unix) || now >= self.next_path_check) {
-                self.next_path_check = now + std::time::Duration::from_millis(100);
-                still_there = fs::metadata(&self.path).is_ok_and(|meta| file_id(&meta) == active.id);
-            }
+            // A lookup of `path` before every group: a record is never written into a file
+            // that was deleted, or moved away by log rotation (which may compress and delete
+            // it right after). It costs one `statx` per group.
+            let still_there =
+                fs::metadata(&self.path).is_ok_and(|meta| file_id(&meta) == active.id);
             if still_there {
                 return Ok(());
             }

@@ -53,8 +53,10 @@ pub struct MergeReport {
     /// File users that are non-human identities and matched no SCIM user: kept as they are.
     pub kept_non_human: usize,
     /// Non-human file users that matched no SCIM user but carry the id of one (possible when
-    /// `id` is not a match rule): dropped, since two users cannot share an id, and counted
-    /// here so the conflict is visible instead of failing the whole merge.
+    /// `id` is not a match rule). Neither dropping nor renaming them is safe (the file's
+    /// accounts and grants name that id and would pass to the SCIM user), so they are kept:
+    /// the index then refuses the duplicate id, the merged data is not served, and the last
+    /// good data stays. Counted here and logged so the cause is visible.
     pub conflicting_ids: usize,
     /// File groups ignored because SCIM owns groups.
     pub ignored_groups: usize,
@@ -149,8 +151,12 @@ pub fn merge(
             }
             None if is_person(&file_user) => report.dropped_users += 1,
             None if keys.id.contains_key(file_user.id.as_str()) => {
-                tracing::warn!(id = %file_user.id, "a non-human file user has the id of a different SCIM user; dropped");
+                tracing::warn!(
+                    id = %file_user.id,
+                    "a non-human file user matched no SCIM user but has a SCIM user's id; the merged data will be refused"
+                );
                 report.conflicting_ids += 1;
+                extra.push(file_user);
             }
             None => {
                 report.kept_non_human += 1;
@@ -294,25 +300,38 @@ mod tests {
         assert_eq!(merged.users.len(), 2);
     }
 
-    /// Without the `id` rule, a kept non-human file user could carry a SCIM user's id: the
-    /// merged snapshot must still have unique ids (it is dropped and counted), and a file user
-    /// joined by email keeps its references pointing at the SCIM user it joined.
+    /// A file user joined by email takes its references to the SCIM user it joined.
     #[test]
-    fn ids_never_collide_when_id_is_not_a_rule() {
+    fn references_follow_the_join_when_id_is_not_a_rule() {
         let file = snapshot(
             r#"{"version":1,
-            "users":[{"id":"s1","email":"bob@x.io"},{"id":"s2","type":"service","username":"ci"}],
+            "users":[{"id":"s1","email":"bob@x.io"}],
             "apps":[{"id":"a"}],
             "accounts":[{"id":"acc","app_id":"a","user_id":"s1"}]}"#,
         );
         let (merged, report) = merge(file, scim_users(), Vec::new(), &[MatchRule::Email, MatchRule::Username], String::new());
         assert_eq!(report.matched.get(&MatchRule::Email), Some(&1));
-        assert_eq!((report.conflicting_ids, report.kept_non_human), (1, 0));
-        let ids: Vec<&str> = merged.users.iter().map(|u| u.id.as_str()).collect();
-        assert_eq!(ids, ["s1", "s2"]);
-        // File user `s1` is SCIM user `s2` (bob, by email): its account follows it.
         assert_eq!(merged.accounts[0].user_id.as_deref(), Some("s2"));
         crate::identity::Index::build(merged).unwrap();
+    }
+
+    /// Without the `id` rule, an unmatched service account can carry a SCIM user's id. Its
+    /// account and grant must not pass to that SCIM user: the merged data is refused (so the
+    /// last good data keeps serving) and the conflict is counted.
+    #[test]
+    fn an_id_conflict_is_refused_not_handed_to_the_scim_user() {
+        let file = snapshot(
+            r#"{"version":1,
+            "users":[{"id":"s2","type":"service","username":"ci-bot"}],
+            "apps":[{"id":"prod"}],
+            "entitlements":[{"id":"admin","app_id":"prod"}],
+            "accounts":[{"id":"acc-ci","app_id":"prod","user_id":"s2"}],
+            "grants":[{"account_id":"acc-ci","entitlement_id":"admin"}]}"#,
+        );
+        let (merged, report) = merge(file, scim_users(), Vec::new(), &[MatchRule::Email, MatchRule::Username], String::new());
+        assert_eq!((report.conflicting_ids, report.kept_non_human), (1, 0));
+        let e = crate::identity::Index::build(merged).unwrap_err();
+        assert!(e.to_string().contains("s2"), "{e}");
     }
 
     #[test]
