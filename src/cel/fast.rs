@@ -292,20 +292,14 @@ fn contains<'a>(items: impl Iterator<Item = V<'a>>, x: V<'_>) -> Option<bool> {
 }
 
 fn compare(op: Cmp, l: V<'_>, r: V<'_>) -> Option<bool> {
-    use std::cmp::Ordering::{Equal, Greater, Less};
+    use std::cmp::Ordering::{Greater, Less};
     match op {
         Cmp::Eq => equal(l, r),
         Cmp::Ne => equal(l, r).map(|e| !e),
-        _ => {
-            let ord = order(l, r)?;
-            Some(match op {
-                Cmp::Lt => ord == Less,
-                Cmp::Le => ord != Greater,
-                Cmp::Gt => ord == Greater,
-                Cmp::Ge => ord != Less,
-                Cmp::Eq | Cmp::Ne => ord == Equal,
-            })
-        }
+        Cmp::Lt => order(l, r).map(|o| o == Less),
+        Cmp::Le => order(l, r).map(|o| o != Greater),
+        Cmp::Gt => order(l, r).map(|o| o == Greater),
+        Cmp::Ge => order(l, r).map(|o| o != Less),
     }
 }
 
