@@ -92,7 +92,7 @@ pub struct Snapshot {
     /// Hash of the identity file alone.
     pub identity_revision: Arc<str>,
     /// When this snapshot was built (RFC 3339).
-    pub loaded_at: String,
+    pub loaded_at: Arc<str>,
     /// Dangling references and other warnings from the identity data.
     pub identity_report: identity::LoadReport,
     /// Compiled hooks at their active versions, by name.
@@ -252,7 +252,7 @@ impl Snapshot {
             policies,
             identity,
             identity_revision: short(&identity_hash).into(),
-            loaded_at: now_rfc3339(),
+            loaded_at: now_rfc3339().into(),
             identity_report,
             hooks,
             collections,
@@ -265,8 +265,8 @@ impl Snapshot {
     /// How fresh the identity data is, for a decision record made now.
     pub fn freshness(&self) -> crate::decision_log::Freshness {
         crate::decision_log::Freshness {
-            revision: self.identity_revision.to_string(),
-            loaded_at: self.loaded_at.clone(),
+            revision: Arc::clone(&self.identity_revision),
+            loaded_at: Arc::clone(&self.loaded_at),
             stale: self.scim.as_ref().is_some_and(|s| s.is_stale()),
             source: if self.scim.is_some() { "scim" } else { "file" }.into(),
             synced_at: self.scim.as_ref().and_then(|s| s.synced_at()),
@@ -513,7 +513,7 @@ impl Store {
         let env = cel::Env::new();
         let snapshot = Snapshot::build(&sources, &env)?;
         let status = Status {
-            at: snapshot.loaded_at.clone(),
+            at: snapshot.loaded_at.to_string(),
             trigger: "startup",
             ok: true,
             revision: snapshot.revision.to_string(),

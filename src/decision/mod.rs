@@ -329,7 +329,7 @@ impl Engine {
         self.metrics.decision("search", !page.is_empty(), started.elapsed());
         let record = Record {
             id: id.clone(),
-            time: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            time: decision_log::rfc3339_millis(&now),
             decided_by: format!("search:{}", req.kind.as_str()),
             request: req.body.into(),
             decision: !page.is_empty(),
@@ -369,7 +369,7 @@ impl Engine {
         let id = decision_id();
         let record = Record {
             id: id.clone(),
-            time: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            time: decision_log::rfc3339_millis(&now),
             request: request.into_logged(),
             decision: decision.allow,
             decided_by: decision.decided_by.as_str().into_owned(),
@@ -416,7 +416,9 @@ fn decision_id() -> String {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis()),
     )
     .unwrap_or(u64::MAX);
-    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid().to_string()
+    let uuid = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
+    // `encode_lower` writes the same text as `to_string`, without the formatting machinery.
+    uuid.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).to_owned()
 }
 
 fn micros(d: std::time::Duration) -> u64 {

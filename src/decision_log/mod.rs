@@ -33,7 +33,7 @@ mod verify;
 mod tests;
 
 pub use record::{
-    BatchPos, Freshness, GENESIS_PREV, HookCall, Record, RequestJson, Timings, VERSION, timestamp,
+    BatchPos, Freshness, GENESIS_PREV, HookCall, Record, RequestJson, Timings, VERSION, rfc3339_millis, timestamp,
 };
 pub use verify::{Problem, Report, TornTail, verify};
 

@@ -100,9 +100,9 @@ pub struct Timings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Freshness {
     /// Revision of the identity snapshot.
-    pub revision: String,
+    pub revision: std::sync::Arc<str>,
     /// When that snapshot was loaded (RFC 3339).
-    pub loaded_at: String,
+    pub loaded_at: std::sync::Arc<str>,
     /// Whether the data could not be confirmed with its upstream: the last SCIM sync failed
     /// (the decision used the last good data).
     pub stale: bool,
@@ -185,19 +185,53 @@ impl<'de> Deserialize<'de> for RequestJson {
 
 /// Formats `at` the way [`Record::time`] expects: RFC 3339, milliseconds, UTC.
 pub fn timestamp(at: SystemTime) -> String {
-    DateTime::<Utc>::from(at).to_rfc3339_opts(SecondsFormat::Millis, true)
+    rfc3339_millis(&DateTime::<Utc>::from(at))
 }
 
-/// Encodes `record` as one line into `line` (cleared first, no newline) and returns the hex
-/// SHA-256 of those bytes: the `prev` of the record that follows.
-pub(super) fn encode_line(
-    line: &mut Vec<u8>,
-    record: &Record,
-    prev: &str,
-) -> Result<String, serde_json::Error> {
+/// `at` as RFC 3339 with milliseconds and `Z`, e.g. `2026-11-26T07:12:56.368Z`: what
+/// `to_rfc3339_opts(SecondsFormat::Millis, true)` writes, without the formatting machinery
+/// (it runs once per decision).
+pub fn rfc3339_millis(at: &DateTime<Utc>) -> String {
+    use chrono::{Datelike as _, Timelike as _};
+    let year = at.year();
+    let Ok(year) = u32::try_from(year) else {
+        return at.to_rfc3339_opts(SecondsFormat::Millis, true);
+    };
+    if year > 9999 {
+        return at.to_rfc3339_opts(SecondsFormat::Millis, true);
+    }
+    // A leap second shows as nanoseconds past 1e9; chrono prints it as second 60.
+    let (second, millis) = match at.timestamp_subsec_millis() {
+        m if m >= 1000 => (at.second() + 1, m - 1000),
+        m => (at.second(), m),
+    };
+    let mut out = String::with_capacity(24);
+    push_digits(&mut out, year, 4);
+    let rest = [('-', at.month(), 2), ('-', at.day(), 2), ('T', at.hour(), 2), (':', at.minute(), 2), (':', second, 2), ('.', millis, 3)];
+    for (separator, n, width) in rest {
+        out.push(separator);
+        push_digits(&mut out, n, width);
+    }
+    out.push('Z');
+    out
+}
+
+/// The last `width` decimal digits of `n`, zero-padded.
+fn push_digits(out: &mut String, n: u32, width: u32) {
+    for place in (0..width).rev() {
+        let digit = n / 10u32.pow(place) % 10;
+        out.push(char::from_digit(digit, 10).unwrap_or('0'));
+    }
+}
+
+/// Encodes `record` as one line into `line` (cleared first, no newline), chained to `prev`,
+/// then replaces `prev` with the hex SHA-256 of those bytes: the `prev` of the record that
+/// follows. On error `prev` is unchanged.
+pub(super) fn encode_line(line: &mut Vec<u8>, record: &Record, prev: &mut String) -> Result<(), serde_json::Error> {
     line.clear();
     write_line(line, record, prev)?;
-    Ok(line_hash(line))
+    line_hash_into(line, prev);
+    Ok(())
 }
 
 /// The line's JSON, written field by field in the order `Record` declares them (the same
@@ -211,7 +245,7 @@ fn write_line(out: &mut Vec<u8>, r: &Record, prev: &str) -> Result<(), serde_jso
         serde_json::to_writer(&mut *out, value)
     }
     out.extend_from_slice(b"{\"v\":");
-    out.extend_from_slice(VERSION.to_string().as_bytes());
+    serde_json::to_writer(&mut *out, &VERSION)?;
     field(out, "id", &r.id)?;
     field(out, "time", &r.time)?;
     out.extend_from_slice(b",\"request\":");
@@ -246,7 +280,19 @@ fn write_line(out: &mut Vec<u8>, r: &Record, prev: &str) -> Result<(), serde_jso
 
 /// Hex SHA-256 of one line's exact bytes, without its newline.
 pub(super) fn line_hash(line: &[u8]) -> String {
-    hex::encode(Sha256::digest(line))
+    let mut hash = String::with_capacity(64);
+    line_hash_into(line, &mut hash);
+    hash
+}
+
+/// [`line_hash`] into `out` (cleared first), reusing its allocation: once per record, so
+/// without the `hex` crate's iterator and a fresh `String`.
+fn line_hash_into(line: &[u8], out: &mut String) {
+    out.clear();
+    for byte in Sha256::digest(line) {
+        out.push(char::from_digit(u32::from(byte >> 4), 16).unwrap_or('0'));
+        out.push(char::from_digit(u32::from(byte & 0x0f), 16).unwrap_or('0'));
+    }
 }
 
 // === impl Record ===
@@ -277,8 +323,8 @@ impl Record {
                 hooks_us: 0,
             },
             identity: Freshness {
-                revision: "i1".to_owned(),
-                loaded_at: "2025-01-02T03:00:00.000Z".to_owned(),
+                revision: "i1".into(),
+                loaded_at: "2025-01-02T03:00:00.000Z".into(),
                 stale: false,
                 source: "file".into(),
                 synced_at: None,
@@ -319,10 +365,28 @@ mod tests {
         full.request_id = Some("rid".into());
         full.batch = Some(BatchPos { index: 1, of: 2 });
         for r in [Record::for_test("r0"), full] {
-            let mut line = Vec::new();
-            encode_line(&mut line, &r, GENESIS_PREV).unwrap();
+            let (mut line, mut prev) = (Vec::new(), GENESIS_PREV.to_owned());
+            encode_line(&mut line, &r, &mut prev).unwrap();
+            assert_eq!(prev, hex::encode(Sha256::digest(&line)));
             let expected = serde_json::to_vec(&Line { v: VERSION, record: &r, prev: GENESIS_PREV }).unwrap();
             assert_eq!(String::from_utf8(line).unwrap(), String::from_utf8(expected).unwrap());
+        }
+    }
+
+    /// The hand-written timestamp is chrono's, leap seconds and small years included.
+    #[test]
+    fn timestamp_matches_chrono() {
+        use chrono::TimeZone as _;
+        let mut times = vec![Utc::now(), DateTime::<Utc>::UNIX_EPOCH];
+        for (y, mo, d, h, mi, sec, ms) in [(2026, 11, 26, 7, 12, 56, 368), (999, 1, 2, 3, 4, 5, 6), (9999, 12, 31, 23, 59, 59, 999), (2000, 2, 29, 0, 0, 0, 0)] {
+            let at = Utc.with_ymd_and_hms(y, mo, d, h, mi, sec).unwrap() + chrono::Duration::milliseconds(ms);
+            times.push(at);
+        }
+        let leap = chrono::NaiveDate::from_ymd_opt(2016, 12, 31).unwrap().and_hms_milli_opt(23, 59, 59, 1_500).unwrap();
+        times.push(leap.and_utc());
+        times.push(Utc.with_ymd_and_hms(12_345, 1, 1, 0, 0, 0).unwrap());
+        for at in times {
+            assert_eq!(rfc3339_millis(&at), at.to_rfc3339_opts(SecondsFormat::Millis, true), "{at:?}");
         }
     }
 
@@ -333,7 +397,7 @@ mod tests {
         let mut r = Record::for_test("r0");
         r.request = RequestJson::Raw(bytes::Bytes::from(body));
         let mut line = Vec::new();
-        encode_line(&mut line, &r, GENESIS_PREV).unwrap();
+        encode_line(&mut line, &r, &mut GENESIS_PREV.to_owned()).unwrap();
         let text = String::from_utf8(line).unwrap();
         assert!(!text.contains('\n') && !text.contains('\r'), "{text}");
         assert!(text.contains(r#""n": 35.0}"#), "{text}");

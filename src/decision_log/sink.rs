@@ -635,11 +635,10 @@ impl Writer {
         let mut prev = self.prev.clone();
         let mut waiters = Vec::with_capacity(group.len());
         for Pending { record, done } in group.drain(..) {
-            match record::encode_line(&mut self.line, &record, &prev) {
-                Ok(hash) => {
+            match record::encode_line(&mut self.line, &record, &mut prev) {
+                Ok(()) => {
                     self.buf.extend_from_slice(&self.line);
                     self.buf.push(b'\n');
-                    prev = hash;
                     waiters.push(done);
                 }
                 Err(error) => {
