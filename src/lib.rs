@@ -50,6 +50,7 @@ pub mod decision_log;
 pub mod hooks;
 pub mod hookstate;
 pub mod identity;
+pub mod json;
 pub mod metrics;
 pub mod policy;
 pub mod reload;

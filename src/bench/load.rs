@@ -411,7 +411,7 @@ impl InProcess {
 
 impl Caller for InProcess {
     async fn call(&mut self, body: &Bytes, timeout: Duration) -> Outcome {
-        let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else { return Outcome::Response(400) };
+        let Ok(json) = crate::json::parse(body) else { return Outcome::Response(400) };
         let Ok(request) = DecisionRequest::from_json(json).map(|r| r.with_raw(body.clone())) else { return Outcome::Response(400) };
         let work = async {
             match &self.engine {

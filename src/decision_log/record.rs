@@ -237,28 +237,34 @@ pub(super) fn encode_line(line: &mut Vec<u8>, record: &Record, prev: &mut String
 /// The line's JSON, written field by field in the order `Record` declares them (the same
 /// bytes `serde_json` would write for `{v, ..record, prev}`, without re-encoding the request).
 fn write_line(out: &mut Vec<u8>, r: &Record, prev: &str) -> Result<(), serde_json::Error> {
-    fn field<T: Serialize + ?Sized>(out: &mut Vec<u8>, name: &str, value: &T) -> Result<(), serde_json::Error> {
-        out.push(b',');
-        out.push(b'"');
+    fn name(out: &mut Vec<u8>, name: &str) {
+        out.extend_from_slice(b",\"");
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b"\":");
+    }
+    fn field<T: Serialize + ?Sized>(out: &mut Vec<u8>, key: &str, value: &T) -> Result<(), serde_json::Error> {
+        name(out, key);
         serde_json::to_writer(&mut *out, value)
+    }
+    fn text(out: &mut Vec<u8>, key: &str, value: &str) -> Result<(), serde_json::Error> {
+        name(out, key);
+        json_str(out, value)
     }
     out.extend_from_slice(b"{\"v\":");
     serde_json::to_writer(&mut *out, &VERSION)?;
-    field(out, "id", &r.id)?;
-    field(out, "time", &r.time)?;
+    text(out, "id", &r.id)?;
+    text(out, "time", &r.time)?;
     out.extend_from_slice(b",\"request\":");
     r.request.write(out)?;
     out.extend_from_slice(if r.decision { b",\"decision\":true" } else { b",\"decision\":false" });
-    field(out, "decided_by", &r.decided_by)?;
+    text(out, "decided_by", &r.decided_by)?;
     if let Some(reason) = &r.reason {
-        field(out, "reason", reason)?;
+        text(out, "reason", reason)?;
     }
     if let Some(outputs) = &r.outputs {
         field(out, "outputs", outputs)?;
     }
-    field(out, "revision", &r.revision)?;
+    text(out, "revision", &r.revision)?;
     if !r.hooks.is_empty() {
         field(out, "hooks", &r.hooks)?;
     }
@@ -266,15 +272,38 @@ fn write_line(out: &mut Vec<u8>, r: &Record, prev: &str) -> Result<(), serde_jso
         field(out, "errors", &r.errors)?;
     }
     field(out, "timings", &r.timings)?;
-    field(out, "identity", &r.identity)?;
+    let identity = &r.identity;
+    out.extend_from_slice(b",\"identity\":{\"revision\":");
+    json_str(out, &identity.revision)?;
+    text(out, "loaded_at", &identity.loaded_at)?;
+    out.extend_from_slice(if identity.stale { b",\"stale\":true" } else { b",\"stale\":false" });
+    if !identity.source.is_empty() {
+        text(out, "source", &identity.source)?;
+    }
+    if let Some(at) = &identity.synced_at {
+        text(out, "synced_at", at)?;
+    }
+    out.push(b'}');
     if let Some(id) = &r.request_id {
-        field(out, "request_id", id)?;
+        text(out, "request_id", id)?;
     }
     if let Some(batch) = &r.batch {
         field(out, "batch", batch)?;
     }
-    field(out, "prev", prev)?;
+    text(out, "prev", prev)?;
     out.push(b'}');
+    Ok(())
+}
+
+/// `value` as a JSON string: copied between quotes when nothing in it needs escaping (ids,
+/// times, hashes, rule names), else written by `serde_json`.
+fn json_str(out: &mut Vec<u8>, value: &str) -> Result<(), serde_json::Error> {
+    if value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        return serde_json::to_writer(&mut *out, value);
+    }
+    out.push(b'"');
+    out.extend_from_slice(value.as_bytes());
+    out.push(b'"');
     Ok(())
 }
 
@@ -362,8 +391,13 @@ mod tests {
             logs: vec!["l".into()],
             error: None,
         }];
-        full.request_id = Some("rid".into());
+        full.request_id = Some("rid\\".into());
         full.batch = Some(BatchPos { index: 1, of: 2 });
+        full.decided_by = "rule:p/\u{7f}é\u{1f}".into();
+        full.identity.stale = true;
+        full.identity.source = "".into();
+        full.identity.synced_at = Some("2025-01-02T03:04:05.000Z".into());
+        full.identity.loaded_at = "\"".into();
         for r in [Record::for_test("r0"), full] {
             let (mut line, mut prev) = (Vec::new(), GENESIS_PREV.to_owned());
             encode_line(&mut line, &r, &mut prev).unwrap();

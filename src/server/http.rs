@@ -156,7 +156,7 @@ impl Api {
 /// Parses a body after checking its nesting depth.
 fn parse_json(bytes: &[u8], max_depth: usize) -> Result<serde_json::Value, ApiError> {
     check_depth(bytes, max_depth)?;
-    serde_json::from_slice(bytes).map_err(|e| ApiError::BadJson(e.to_string()))
+    crate::json::parse(bytes).map_err(|e| ApiError::BadJson(e.to_string()))
 }
 
 fn route(method: &Method, path: &str) -> Result<Route, ApiError> {

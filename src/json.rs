@@ -1,0 +1,428 @@
+//! Request bodies to `serde_json::Value`, faster than `serde_json::from_slice` on the inputs
+//! decision requests are made of, and identical to it on every input.
+//!
+//! Position in the request flow: the server parses every JSON body here, after the size and
+//! depth checks and before the AuthZEN shape checks.
+//!
+//! How it stays identical: [`parse`] first tries a small recursive-descent parser that builds
+//! the `Value` directly (one UTF-8 check for the whole body, strings copied without a
+//! per-string check, no serde visitor in between). That parser gives up, returning `None`,
+//! on anything it is not certain to read exactly as `serde_json` does: invalid syntax, lone
+//! surrogates, control characters in strings, `-0`, integers beyond 64 bits, floats that
+//! `serde_json` would not read with a single correctly rounded operation, nesting deeper
+//! than `serde_json`'s limit. `serde_json` then parses the body itself, so values and error
+//! messages are always `serde_json`'s. A differential test checks the two agree.
+//!
+//! This module must not accept a body that `serde_json` rejects, nor build a value that
+//! differs from `serde_json`'s, including number kinds (`u64`, `i64`, `f64`) and the
+//! last-wins rule for duplicate keys.
+
+use serde_json::{Map, Number, Value};
+
+/// The deepest nesting `serde_json` accepts (its limit of 128 counts the refused level):
+/// deeper bodies are left to it, and its error.
+const MAX_DEPTH: usize = 127;
+
+/// Parses `bytes` as one JSON value, exactly as `serde_json::from_slice` would.
+pub fn parse(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    match fast(bytes) {
+        Some(value) => Ok(value),
+        None => serde_json::from_slice(bytes),
+    }
+}
+
+/// The fast parser alone: `None` whenever it leaves the body to `serde_json`.
+fn fast(bytes: &[u8]) -> Option<Value> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut parser = Parser { text, pos: 0, depth: 0 };
+    let value = parser.value()?;
+    parser.skip_whitespace();
+    (parser.pos == text.len()).then_some(value)
+}
+
+struct Parser<'a> {
+    /// The whole body, valid UTF-8; every position the parser stops at is an ASCII byte, so
+    /// slicing between two of them is always on character boundaries.
+    text: &'a str,
+    pos: usize,
+    depth: usize,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.pos).copied()
+    }
+
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    /// Consumes `literal` if the input continues with it.
+    fn eat(&mut self, literal: &str) -> Option<()> {
+        let rest = self.text.get(self.pos..)?;
+        rest.starts_with(literal).then(|| self.pos += literal.len())
+    }
+
+    fn value(&mut self) -> Option<Value> {
+        self.skip_whitespace();
+        match self.peek()? {
+            b'{' => self.object(),
+            b'[' => self.array(),
+            b'"' => self.string().map(Value::String),
+            b't' => self.eat("true").map(|()| Value::Bool(true)),
+            b'f' => self.eat("false").map(|()| Value::Bool(false)),
+            b'n' => self.eat("null").map(|()| Value::Null),
+            b'-' | b'0'..=b'9' => self.number().map(Value::Number),
+            _ => None,
+        }
+    }
+
+    fn nest(&mut self) -> Option<()> {
+        self.depth += 1;
+        self.pos += 1;
+        (self.depth <= MAX_DEPTH).then_some(())
+    }
+
+    fn object(&mut self) -> Option<Value> {
+        self.nest()?;
+        let mut map = Map::new();
+        self.skip_whitespace();
+        if self.peek()? == b'}' {
+            self.pos += 1;
+            self.depth -= 1;
+            return Some(Value::Object(map));
+        }
+        loop {
+            self.skip_whitespace();
+            if self.peek()? != b'"' {
+                return None;
+            }
+            let key = self.string()?;
+            self.skip_whitespace();
+            self.eat(":")?;
+            let value = self.value()?;
+            // Last wins, as in serde_json's `Value`.
+            map.insert(key, value);
+            self.skip_whitespace();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b'}' => {
+                    self.pos += 1;
+                    self.depth -= 1;
+                    return Some(Value::Object(map));
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn array(&mut self) -> Option<Value> {
+        self.nest()?;
+        let mut items = Vec::new();
+        self.skip_whitespace();
+        if self.peek()? == b']' {
+            self.pos += 1;
+            self.depth -= 1;
+            return Some(Value::Array(items));
+        }
+        loop {
+            items.push(self.value()?);
+            self.skip_whitespace();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b']' => {
+                    self.pos += 1;
+                    self.depth -= 1;
+                    return Some(Value::Array(items));
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A string starting at the opening quote.
+    fn string(&mut self) -> Option<String> {
+        self.pos += 1;
+        let start = self.pos;
+        let bytes = self.text.as_bytes();
+        // The common case: no escape before the closing quote, so the text is copied as is.
+        let end = start + bytes.get(start..)?.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if bytes.get(end) == Some(&b'"') {
+            self.pos = end + 1;
+            return self.text.get(start..end).map(str::to_owned);
+        }
+        let mut out = String::with_capacity(end - start + 8);
+        out.push_str(self.text.get(start..end)?);
+        self.pos = end;
+        loop {
+            let rest = bytes.get(self.pos..)?;
+            let run = rest.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+            out.push_str(self.text.get(self.pos..self.pos + run)?);
+            self.pos += run;
+            match self.peek()? {
+                b'"' => {
+                    self.pos += 1;
+                    return Some(out);
+                }
+                b'\\' => {
+                    self.pos += 1;
+                    self.escape(&mut out)?;
+                }
+                // A raw control character: serde_json's error.
+                _ => return None,
+            }
+        }
+    }
+
+    /// One escape after its backslash.
+    fn escape(&mut self, out: &mut String) -> Option<()> {
+        let c = self.peek()?;
+        self.pos += 1;
+        let ch = match c {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let unit = self.hex4()?;
+                match unit {
+                    0xD800..=0xDBFF => {
+                        // Only a high surrogate followed by an escaped low one is a character.
+                        self.eat("\\u")?;
+                        let low = self.hex4()?;
+                        if !(0xDC00..=0xDFFF).contains(&low) {
+                            return None;
+                        }
+                        char::from_u32(0x1_0000 + ((unit - 0xD800) << 10) + (low - 0xDC00))?
+                    }
+                    0xDC00..=0xDFFF => return None,
+                    _ => char::from_u32(unit)?,
+                }
+            }
+            _ => return None,
+        };
+        out.push(ch);
+        Some(())
+    }
+
+    fn hex4(&mut self) -> Option<u32> {
+        let digits = self.text.get(self.pos..self.pos + 4)?;
+        if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        self.pos += 4;
+        u32::from_str_radix(digits, 16).ok()
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.pos;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.pos += 1;
+        }
+        self.pos - start
+    }
+
+    /// A number, as the kind serde_json gives it: `u64`, else `i64`, else `f64`.
+    fn number(&mut self) -> Option<Number> {
+        let start = self.pos;
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.pos += 1;
+        }
+        let int_start = self.pos;
+        let int_digits = self.digits();
+        // `0` may not be followed by more digits ("01" is an error).
+        if int_digits == 0 || (int_digits > 1 && self.text.as_bytes().get(int_start) == Some(&b'0')) {
+            return None;
+        }
+        let mut frac_digits = 0;
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            frac_digits = self.digits();
+            if frac_digits == 0 {
+                return None;
+            }
+        }
+        let mut exponent: Option<i32> = None;
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            let sign: i32 = match self.peek() {
+                Some(b'-') => {
+                    self.pos += 1;
+                    -1
+                }
+                Some(b'+') => {
+                    self.pos += 1;
+                    1
+                }
+                _ => 1,
+            };
+            let exp_start = self.pos;
+            let exp_digits = self.digits();
+            // A long exponent is left to serde_json's overflow handling.
+            if exp_digits == 0 || exp_digits > 4 {
+                return None;
+            }
+            exponent = Some(sign * self.text.get(exp_start..self.pos)?.parse::<i32>().ok()?);
+        }
+        let text = self.text.get(start..self.pos)?;
+        if frac_digits == 0 && exponent.is_none() {
+            // serde_json reads `-0` and integers beyond 64 bits as floats.
+            return if negative {
+                let n = text.parse::<i64>().ok()?;
+                (n != 0).then(|| Number::from(n))
+            } else {
+                text.parse::<u64>().ok().map(Number::from)
+            };
+        }
+        // serde_json computes `significand × 10^e` (or `÷`) in one f64 operation; with at most
+        // 15 significant digits and |e| ≤ 22 both operands are exact, so that one rounding is
+        // the correctly rounded value `str::parse` gives. Anything else is left to it.
+        let scale = exponent.unwrap_or(0) - i32::try_from(frac_digits).ok()?;
+        if int_digits + frac_digits > 15 || !(-22..=22).contains(&scale) {
+            return None;
+        }
+        let value = text.parse::<f64>().ok()?;
+        Number::from_f64(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    /// Whatever the fast parser accepts, serde_json accepts and reads the same, number kinds
+    /// and float bits included.
+    /// Returns whether the fast parser took it.
+    fn agrees(text: &str) -> bool {
+        let ours = fast(text.as_bytes());
+        let theirs = serde_json::from_str::<Value>(text);
+        match (&ours, &theirs) {
+            (Some(a), Ok(b)) => {
+                assert_eq!(a, b, "{text:?}");
+                assert_eq!(serde_json::to_string(a).unwrap(), serde_json::to_string(b).unwrap(), "{text:?}");
+                same_numbers(a, b, text);
+            }
+            (Some(a), Err(e)) => panic!("{text:?}: fast parser accepted {a} but serde_json says {e}"),
+            (None, _) => {}
+        }
+        // `parse` is serde_json's answer either way.
+        match (parse(text.as_bytes()), theirs) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{text:?}"),
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{text:?}"),
+            (a, b) => panic!("{text:?}: {a:?} vs {b:?}"),
+        }
+        ours.is_some()
+    }
+
+    fn same_numbers(a: &Value, b: &Value, text: &str) {
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) => {
+                assert_eq!((x.is_u64(), x.is_i64(), x.is_f64()), (y.is_u64(), y.is_i64(), y.is_f64()), "{text:?}");
+                if let (Some(x), Some(y)) = (x.as_f64(), y.as_f64()) {
+                    assert_eq!(x.to_bits(), y.to_bits(), "{text:?}");
+                }
+            }
+            (Value::Array(x), Value::Array(y)) => x.iter().zip(y).for_each(|(x, y)| same_numbers(x, y, text)),
+            (Value::Object(x), Value::Object(y)) => x.values().zip(y.values()).for_each(|(x, y)| same_numbers(x, y, text)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn request_bodies_take_the_fast_path() {
+        let body = r#"{
+  "subject": { "type": "user", "id": "u-bob" },
+  "action": { "name": "provision" },
+  "resource": { "type": "cloud.vm", "id": "vm-1", "properties": { "monthly_cost": 35.0, "n": -3, "big": 18446744073709551615, "tags": ["a", "b\n\u00e9\ud83d\ude00"], "x": null, "t": true, "f": false } },
+  "context": {}
+}"#;
+        assert!(fast(body.as_bytes()).is_some());
+        agrees(body);
+    }
+
+    #[test]
+    fn edge_cases_agree_with_serde_json() {
+        let cases = [
+            "0", "-0", "-0.0", "01", "1.", ".5", "1e", "1e+", "1E3", "1e-3", "-1.5e-7", "2.5E+10",
+            "123456789012345", "1234567890123456.5", "0.1", "0.30000000000000004", "1e22", "1e23",
+            "1e-22", "1e-23", "123456789012345e7", "9007199254740993", "18446744073709551616",
+            "-9223372036854775808", "-9223372036854775809", "1e400", "-1e400", "1e-400", "3.141592653589793",
+            "\"\\ud800\"", "\"\\udc00\"", "\"\\ud83d\\ude00\"", "\"\\ud83dx\"", "\"\\u00\"", "\"\\x\"",
+            "\"a\u{1}b\"", "\"\\u0000\"", "\"\\/\\b\\f\\n\\r\\t\\\\\\\"\"", "\"é\"", "\"tab\there\"",
+            "{\"a\":1,\"a\":2}", "{\"a\":1,}", "[1,]", "[,1]", "{,}", "{\"a\" 1}", "{1:2}", "[1 2]",
+            " [ ] ", "{ }", "[[[]]]", "tru", "nul", "true false", "[true]x", "", " ", "\"open",
+            "{\"a\":[1,{\"b\":null}],\"c\":\"d\"}", "\u{feff}{}", "[1.0, 2.50, -0.001]",
+        ];
+        for case in cases {
+            agrees(case);
+        }
+        let deep = "[".repeat(200) + &"]".repeat(200);
+        agrees(&deep);
+        let at_limit = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert!(fast(at_limit.as_bytes()).is_some());
+        agrees(&at_limit);
+        agrees(&("[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1)));
+        // Invalid UTF-8 is serde_json's to report.
+        assert_eq!(
+            parse(b"\"\xff\"").unwrap_err().to_string(),
+            serde_json::from_slice::<Value>(b"\"\xff\"").unwrap_err().to_string()
+        );
+    }
+
+    /// Many generated numbers and strings, and mutations of a request body: the fast parser
+    /// never disagrees with serde_json.
+    #[test]
+    fn generated_inputs_agree_with_serde_json() {
+        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let alphabet = b"0123456789-+.eE";
+        let mut fast_path = [0usize; 4];
+        for _ in 0..20_000 {
+            let len = 1 + (next() % 24) as usize;
+            let text: String = (0..len).map(|_| char::from(alphabet[(next() % alphabet.len() as u64) as usize])).collect();
+            fast_path[0] += usize::from(agrees(&text));
+            let float = f64::from_bits(next());
+            if float.is_finite() {
+                agrees(&float.to_string());
+                agrees(&format!("{float:e}"));
+            }
+            let small = (next() % 2_000_000) as f64 / 1000.0 - 1000.0;
+            fast_path[1] += usize::from(agrees(&small.to_string()));
+            let scaled = format!("{}e{}", next() % 1_000_000_000, (next() % 60) as i64 - 30);
+            fast_path[2] += usize::from(agrees(&scaled));
+        }
+        let body = br#"{"subject":{"type":"user","id":"a\u00e9\n"},"action":{"name":"x"},"resource":{"type":"t","id":"1","properties":{"n":35.0,"l":[1,-2,true,null]}}}"#;
+        let pieces = b" \t\n{}[]\",:\\u0123456789-.eEtrfalsn\x01\xc3\xa9";
+        for _ in 0..20_000 {
+            let mut text = body.to_vec();
+            for _ in 0..1 + next() % 3 {
+                let at = (next() % text.len() as u64) as usize;
+                match next() % 3 {
+                    0 => {
+                        text.remove(at);
+                    }
+                    1 => text.insert(at, pieces[(next() % pieces.len() as u64) as usize]),
+                    _ => text[at] = pieces[(next() % pieces.len() as u64) as usize],
+                }
+            }
+            if let Ok(text) = std::str::from_utf8(&text) {
+                fast_path[3] += usize::from(agrees(text));
+            }
+        }
+        // Each kind of input reached the fast parser often enough to mean something.
+        assert!(fast_path.iter().all(|&n| n > 1_000), "{fast_path:?}");
+    }
+}
