@@ -231,22 +231,23 @@ fn validate(map: &Map<String, Value>, prefix: &str) -> Result<(), RequestError> 
 }
 
 fn entity(map: &Map<String, Value>, prefix: &str, key: &str, required: &[&str]) -> Result<(), RequestError> {
-    let path = join(prefix, key);
+    // Paths are built only for an error: this runs on every request.
+    let path = || join(prefix, key);
     let obj = match map.get(key) {
-        None | Some(Value::Null) => return Err(err(&path, Problem::Missing)),
+        None | Some(Value::Null) => return Err(err(&path(), Problem::Missing)),
         Some(Value::Object(o)) => o,
-        Some(_) => return Err(err(&path, Problem::WrongType("an object"))),
+        Some(_) => return Err(err(&path(), Problem::WrongType("an object"))),
     };
     for member in required {
         match obj.get(*member) {
-            None | Some(Value::Null) => return Err(err(&join(&path, member), Problem::Missing)),
+            None | Some(Value::Null) => return Err(err(&join(&path(), member), Problem::Missing)),
             Some(Value::String(_)) => {}
-            Some(_) => return Err(err(&join(&path, member), Problem::WrongType("a string"))),
+            Some(_) => return Err(err(&join(&path(), member), Problem::WrongType("a string"))),
         }
     }
     match obj.get("properties") {
         None | Some(Value::Null | Value::Object(_)) => Ok(()),
-        Some(_) => Err(err(&join(&path, "properties"), Problem::WrongType("an object"))),
+        Some(_) => Err(err(&join(&path(), "properties"), Problem::WrongType("an object"))),
     }
 }
 
