@@ -42,10 +42,19 @@ fn bench(c: &mut Criterion) {
     c.bench_function("cel/parse+evaluate (request JSON text → decision)", |b| {
         let text = serde_json::to_string(&request).unwrap_or_default();
         b.iter(|| {
-            let parsed: serde_json::Value = serde_json::from_str(black_box(&text)).unwrap_or_default();
+            let parsed = verdict::json::parse(black_box(text.as_bytes())).unwrap_or_default();
             let bindings = Bindings::new(&parsed, &principal, now);
             black_box(condition.evaluate(&functions, &bindings))
         })
+    });
+    // The body as the client sent it (pretty-printed), parsed the way the server does and the
+    // way serde_json alone does.
+    let body = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/provisioning/requests/cel-allow.json")).unwrap_or_default();
+    c.bench_function("json/parse a request body (verdict::json)", |b| {
+        b.iter(|| black_box(verdict::json::parse(black_box(&body)).is_ok()))
+    });
+    c.bench_function("json/parse a request body (serde_json::from_slice)", |b| {
+        b.iter(|| black_box(serde_json::from_slice::<serde_json::Value>(black_box(&body)).is_ok()))
     });
     c.bench_function("cel/compile per call (what Verdict avoids)", |b| {
         b.iter(|| {

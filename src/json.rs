@@ -284,7 +284,7 @@ impl Parser<'_> {
         // serde_json computes `significand × 10^e` (or `÷`) in one f64 operation; with at most
         // 15 significant digits and |e| ≤ 22 both operands are exact, so that one rounding is
         // the correctly rounded value `str::parse` gives. Anything else is left to it.
-        let scale = exponent.unwrap_or(0) - i32::try_from(frac_digits).ok()?;
+        let scale = exponent.unwrap_or(0).checked_sub(i32::try_from(frac_digits).ok()?)?;
         if int_digits + frac_digits > 15 || !(-22..=22).contains(&scale) {
             return None;
         }
