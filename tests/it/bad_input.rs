@@ -119,6 +119,39 @@ fn slow_clients_are_cut_off() {
     still_serving(&server);
 }
 
+/// The header timeout also closes keep-alive connections left idle, but never one whose
+/// request is still being handled, however long that takes.
+#[test]
+fn idle_connections_are_closed_but_requests_in_flight_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::util::copy_dir(&crate::util::repo().join("examples/provisioning"), dir.path());
+    let config = dir.path().join("verdict.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[server]\n",
+        "[server]\nheader_read_timeout_ms = 300\nbody_read_timeout_ms = 5000\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let server = TestServer::start(&config, dir, &[]);
+    let body = std::fs::read(crate::util::repo().join("examples/provisioning/requests/cel-allow.json")).unwrap();
+
+    // A request whose body arrives well after the header timeout is still answered.
+    let mut slow_body = Client::connect(server.addr);
+    let head = format!("POST {EVAL} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
+    slow_body.send_raw(head.as_bytes()).unwrap();
+    slow_body.send_raw(&body[..10]).unwrap();
+    std::thread::sleep(Duration::from_millis(900));
+    slow_body.send_raw(&body[10..]).unwrap();
+    let resp = slow_body.read_response().unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.json());
+
+    // Then, idle on the same keep-alive connection: closed after the header timeout.
+    let started = Instant::now();
+    let closed = slow_body.read_response();
+    assert!(closed.is_err(), "an idle connection got {:?}", closed.map(|r| r.status));
+    assert!(started.elapsed() < Duration::from_secs(3), "idle connection was not closed");
+    still_serving(&server);
+}
+
 #[test]
 fn x_request_id_is_echoed_on_errors_too() {
     let server = TestServer::example("provisioning");
