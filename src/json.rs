@@ -10,7 +10,7 @@
 //! on anything it is not certain to read exactly as `serde_json` does: invalid syntax, lone
 //! surrogates, control characters in strings, `-0`, integers beyond 64 bits, floats that
 //! `serde_json` would not read with a single correctly rounded operation, nesting deeper
-//! than `serde_json`'s limit. `serde_json` then parses the body itself, so values and error
+//! than `serde_json`'s limit, and objects keyed by `serde_json`'s private raw-value token. `serde_json` then parses the body itself, so values and error
 //! messages are always `serde_json`'s. A differential test checks the two agree.
 //!
 //! This module must not accept a body that `serde_json` rejects, nor build a value that
@@ -22,6 +22,9 @@ use serde_json::{Map, Number, Value};
 /// The deepest nesting `serde_json` accepts (its limit of 128 counts the refused level):
 /// deeper bodies are left to it, and its error.
 const MAX_DEPTH: usize = 127;
+
+/// The key serde_json's `raw_value` feature reserves (`serde_json::raw::TOKEN`, private).
+const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
 
 /// Parses `bytes` as one JSON value, exactly as `serde_json::from_slice` would.
 pub fn parse(bytes: &[u8]) -> Result<Value, serde_json::Error> {
@@ -100,6 +103,11 @@ impl Parser<'_> {
                 return None;
             }
             let key = self.string()?;
+            // With serde_json's `raw_value` feature (on in this crate) an object whose key is
+            // this token stands for raw JSON text; serde_json alone handles that.
+            if key == RAW_VALUE_TOKEN {
+                return None;
+            }
             self.skip_whitespace();
             self.eat(":")?;
             let value = self.value()?;
@@ -360,6 +368,12 @@ mod tests {
             "{\"a\":1,\"a\":2}", "{\"a\":1,}", "[1,]", "[,1]", "{,}", "{\"a\" 1}", "{1:2}", "[1 2]",
             " [ ] ", "{ }", "[[[]]]", "tru", "nul", "true false", "[true]x", "", " ", "\"open",
             "{\"a\":[1,{\"b\":null}],\"c\":\"d\"}", "\u{feff}{}", "[1.0, 2.50, -0.001]",
+            // serde_json's raw-value token, plain, escaped, nested, and with a bad value.
+            "{\"$serde_json::private::RawValue\":\"[1,2]\"}",
+            "{\"a\":{\"$serde_json::private::RawValue\":\"{\\\"x\\\":1}\"}}",
+            "{\"$serde_json::private::Raw\\u0056alue\":\"true\"}",
+            "{\"$serde_json::private::RawValue\":5}",
+            "{\"k\":1,\"$serde_json::private::RawValue\":\"2\"}",
         ];
         for case in cases {
             agrees(case);
