@@ -41,9 +41,11 @@
 //!
 //! Rotation. Once the active file reaches `max_bytes`, it is renamed to `PATH.<n>` (n grows
 //! and is never reused) and a fresh `PATH` is opened. The chain runs on across files. A file
-//! can exceed `max_bytes` by at most one group. The rotated file is then synced and the files
-//! beyond `max_files` deleted on a short-lived thread, so neither holds the writer; `close`
-//! waits for those threads.
+//! can exceed `max_bytes` by at most one group. The file is synced before the rename, even in
+//! `write` mode, so no file chains from a rotated file that a power loss could still cut
+//! short; in `write` mode a flush thread syncs the active file every 8 MiB behind the writer,
+//! so that sync has little left to do. Files beyond `max_files` are deleted on a short-lived
+//! thread; `close` waits for it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -112,10 +114,19 @@ struct Writer {
     counters: Arc<Counters>,
     /// Sends `true` once everything is flushed (see `Shared::stopped`); `None` inline.
     stopped: Option<watch::Sender<bool>>,
-    /// Threads syncing rotated files and pruning old ones (see `rotate_if_full`); joined by
-    /// `finish`, finished ones dropped at each rotation.
+    /// Threads deleting old rotated files (see `rotate_if_full`); joined by `finish`,
+    /// finished ones dropped at each rotation.
     retiring: Vec<std::thread::JoinHandle<()>>,
+    /// `write` mode: the thread that syncs the active file behind the writer (see
+    /// `sync_behind`); started on first use, `None` until then or after it died.
+    flusher: Option<std::sync::mpsc::SyncSender<File>>,
+    /// Bytes written since the active file was last handed to the flusher.
+    unsynced: u64,
 }
+
+/// In `write` mode the active file is synced in the background every this many bytes, so the
+/// sync before a rotation has at most about this much left to write.
+const SYNC_EVERY: u64 = 8 * 1024 * 1024;
 
 /// The open active file.
 struct Active {
@@ -235,6 +246,8 @@ fn open_writer(
         counters,
         stopped: stopped_tx,
         retiring: Vec::new(),
+        flusher: None,
+        unsynced: 0,
     };
     Ok((writer, stopped_rx))
 }
@@ -362,18 +375,10 @@ impl Drop for Inline {
     }
 }
 
-/// Syncs a file just rotated away (if any), then deletes rotated files of `path` beyond the
-/// newest `max_files` (0: none). Runs on its own thread; two of these may overlap, and each
-/// only deletes files older than the newest `max_files` it listed.
-fn retire(rotated: Option<File>, path: &Path, max_files: usize) {
-    if let Some(file) = rotated
-        && let Err(error) = file.sync_data()
-    {
-        warn!(path = %path.display(), %error, "cannot sync rotated decision log");
-    }
-    if max_files == 0 {
-        return;
-    }
+/// Deletes the rotated files of `path` beyond the newest `max_files`. Runs on its own thread;
+/// two of these may overlap, and each only deletes files older than the newest `max_files` it
+/// listed.
+fn prune(path: &Path, max_files: usize) {
     let files = match rotated_files(path) {
         Ok(files) => files,
         Err(error) => {
@@ -680,6 +685,7 @@ impl Writer {
         self.counters
             .file_bytes
             .store(active.len, Ordering::Relaxed);
+        self.sync_behind(self.buf.len());
         Ok(())
     }
 
@@ -728,8 +734,8 @@ impl Writer {
         Ok(())
     }
 
-    /// Renames a full active file to `PATH.<n>`, opens a fresh one, and leaves syncing the old
-    /// one and pruning to a thread of its own.
+    /// Syncs a full active file, renames it to `PATH.<n>`, opens a fresh one, and leaves
+    /// pruning to a thread of its own.
     fn rotate_if_full(&mut self) {
         let full = self
             .active
@@ -739,35 +745,78 @@ impl Writer {
             return;
         }
         let target = sibling(&self.path, &self.next_rotation.to_string());
-        let retired = self.active.take().map(|active| active.file);
-        let renamed = match fs::rename(&self.path, &target) {
-            Ok(()) => {
-                self.next_rotation = self.next_rotation.saturating_add(1);
-                true
+        if let Some(active) = &self.active {
+            // Rotated files are complete history: durable even in `write` mode, and before the
+            // next file chains from them. `sync_behind` keeps what is left small; syncing a
+            // whole 256 MiB file here held every request for most of a second (778 ms measured).
+            if let Err(error) = active.file.sync_data() {
+                warn!(path = %self.path.display(), %error, "cannot sync decision log before rotating");
             }
-            Err(error) => {
-                warn!(path = %self.path.display(), %error, "cannot rotate decision log; writing on");
-                false
-            }
-        };
-        // Rotated files are complete history, so they are made durable even in `write` mode,
-        // and the oldest are deleted; both off the request path. Syncing 256 MiB of dirty pages
-        // inline held every request for most of a second (measured: a 778 ms stall per
-        // rotation under load). Records already written are in the page cache either way.
-        let path = self.path.clone();
-        let max_files = if renamed { self.max_files } else { 0 };
-        self.retiring.retain(|thread| !thread.is_finished());
-        let spawned = std::thread::Builder::new()
-            .name("decision-log-rotated".to_owned())
-            .spawn(move || retire(retired, &path, max_files));
-        match spawned {
-            Ok(thread) => self.retiring.push(thread),
-            // The next rotation prunes again; only this file's sync is skipped.
-            Err(error) => warn!(path = %self.path.display(), %error, "cannot start a thread to sync the rotated decision log"),
+        }
+        self.active = None;
+        self.unsynced = 0;
+        if let Err(error) = fs::rename(&self.path, &target) {
+            warn!(path = %self.path.display(), %error, "cannot rotate decision log; writing on");
+        } else {
+            self.next_rotation = self.next_rotation.saturating_add(1);
+            self.prune_behind();
         }
         // On failure the next group retries through `ensure_open`.
         if let Err(error) = self.reopen() {
             warn!(path = %self.path.display(), %error, "cannot open decision log after rotating");
+        }
+    }
+
+    /// Deletes rotated files beyond `max_files` on a thread of its own: unlinking a large
+    /// file takes the file system a while, and nothing waits for it.
+    fn prune_behind(&mut self) {
+        if self.max_files == 0 {
+            return;
+        }
+        let (path, max_files) = (self.path.clone(), self.max_files);
+        self.retiring.retain(|thread| !thread.is_finished());
+        let spawned = std::thread::Builder::new()
+            .name("decision-log-prune".to_owned())
+            .spawn(move || prune(&path, max_files));
+        match spawned {
+            Ok(thread) => self.retiring.push(thread),
+            // The next rotation prunes again.
+            Err(error) => warn!(path = %self.path.display(), %error, "cannot start a thread to delete old decision logs"),
+        }
+    }
+
+    /// `write` mode: every [`SYNC_EVERY`] bytes, hands a handle of the active file to the
+    /// flusher thread, which syncs it while the writer goes on. Nothing waits for it; it only
+    /// keeps the dirty tail small for the sync that must precede a rotation.
+    fn sync_behind(&mut self, written: usize) {
+        if self.durability != Durability::Write || self.max_bytes == 0 {
+            return;
+        }
+        self.unsynced = self.unsynced.saturating_add(written as u64);
+        if self.unsynced < SYNC_EVERY {
+            return;
+        }
+        let Some(active) = &self.active else { return };
+        if self.flusher.is_none() {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<File>(1);
+            let spawned = std::thread::Builder::new()
+                .name("decision-log-flush".to_owned())
+                .spawn(move || {
+                    for file in rx {
+                        // A failure here is seen again, and reported, by the sync before rotating.
+                        let _ = file.sync_data();
+                    }
+                });
+            match spawned {
+                Ok(_) => self.flusher = Some(tx),
+                Err(error) => warn!(%error, "cannot start the decision log's flush thread"),
+            }
+        }
+        let (Some(flusher), Ok(file)) = (&self.flusher, active.file.try_clone()) else { return };
+        match flusher.try_send(file) {
+            // Full: a sync is already queued and will cover these bytes too.
+            Ok(()) | Err(std::sync::mpsc::TrySendError::Full(_)) => self.unsynced = 0,
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => self.flusher = None,
         }
     }
 

@@ -245,6 +245,38 @@ async fn rotation_continues_the_chain_across_files() {
     assert_eq!(report.chain_start, None);
 }
 
+/// Files large enough for the background flush (every 8 MiB in `write` mode) and for
+/// rotations after it: every record is there and the chain verifies across the files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_background_flush_and_rotation_keep_every_record() {
+    let dir = TempDir::new().unwrap();
+    let config = Config {
+        max_bytes: 9 * 1024 * 1024,
+        ..config(&dir)
+    };
+    let log = DecisionLog::spawn(config.clone()).unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..8 {
+        let log = log.clone();
+        tasks.spawn(async move {
+            for i in 0..180 {
+                let mut record = Record::for_test(format!("t{task}-{i}"));
+                record.reason = Some("x".repeat(16 * 1024));
+                log.record(record).await.unwrap();
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    log.close().await;
+
+    let rotated = sink::rotated_files(&config.path).unwrap();
+    assert_eq!(rotated.len(), 2, "{rotated:?}");
+    let report = verify(&config.path).unwrap();
+    assert_clean(&report, 8 * 180, 3);
+}
+
 #[tokio::test]
 async fn max_files_deletes_the_oldest_and_verify_starts_from_the_first_kept() {
     let dir = TempDir::new().unwrap();
