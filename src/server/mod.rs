@@ -78,7 +78,8 @@ pub async fn serve<H: Handler>(
     // No hyper `header_read_timeout`: it arms and drops a timer for every request head (a
     // timer-wheel insert and removal each, ≈ 2 % of the CPU of a CEL decision). `Activity`
     // gives the same protection with one timer per connection and period.
-    builder.http1().timer(TokioTimer::new());
+    // (`None` is needed: with a timer, hyper otherwise applies a default of 30 s.)
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     // Permits are held by connection tasks and returned when the connection closes.
