@@ -197,13 +197,13 @@ impl Activity {
         }
     }
 
-    fn begin(self: &Arc<Self>, version: hyper::Version) -> BusyOwned {
+    fn begin(self: &Arc<Self>, version: hyper::Version) -> Busy {
         use std::sync::atomic::Ordering::Relaxed;
         if version == hyper::Version::HTTP_2 {
             self.h2.store(true, Relaxed);
         }
         self.in_flight.fetch_add(1, Relaxed);
-        BusyOwned(Arc::clone(self))
+        Busy(Arc::clone(self))
     }
 
     fn since_opened_ms(&self) -> u64 {
@@ -250,9 +250,9 @@ impl Activity {
 
 /// A request in flight on a connection; its end is stamped when dropped. Holds an `Arc`
 /// because a service future must be `'static`.
-struct BusyOwned(Arc<Activity>);
+struct Busy(Arc<Activity>);
 
-impl Drop for BusyOwned {
+impl Drop for Busy {
     fn drop(&mut self) {
         use std::sync::atomic::Ordering::Relaxed;
         let activity = &*self.0;

@@ -86,17 +86,22 @@ fn unknown_routes_and_methods() {
     still_serving(&server);
 }
 
-#[test]
-fn slow_clients_are_cut_off() {
+/// The provisioning example with these header and body timeouts.
+fn server_with_timeouts(header_ms: u64, body_ms: u64) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     crate::util::copy_dir(&crate::util::repo().join("examples/provisioning"), dir.path());
     let config = dir.path().join("verdict.toml");
     let text = std::fs::read_to_string(&config).unwrap().replace(
         "[server]\n",
-        "[server]\nheader_read_timeout_ms = 300\nbody_read_timeout_ms = 300\n",
+        &format!("[server]\nheader_read_timeout_ms = {header_ms}\nbody_read_timeout_ms = {body_ms}\n"),
     );
     std::fs::write(&config, text).unwrap();
-    let server = TestServer::start(&config, dir, &[]);
+    TestServer::start(&config, dir, &[])
+}
+
+#[test]
+fn slow_clients_are_cut_off() {
+    let server = server_with_timeouts(300, 300);
 
     // A head that never finishes: the connection is closed after the header timeout.
     let mut slow = Client::connect(server.addr);
@@ -123,15 +128,7 @@ fn slow_clients_are_cut_off() {
 /// request is still being handled, however long that takes.
 #[test]
 fn idle_connections_are_closed_but_requests_in_flight_are_not() {
-    let dir = tempfile::tempdir().unwrap();
-    crate::util::copy_dir(&crate::util::repo().join("examples/provisioning"), dir.path());
-    let config = dir.path().join("verdict.toml");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "[server]\n",
-        "[server]\nheader_read_timeout_ms = 300\nbody_read_timeout_ms = 5000\n",
-    );
-    std::fs::write(&config, text).unwrap();
-    let server = TestServer::start(&config, dir, &[]);
+    let server = server_with_timeouts(300, 5000);
     let body = std::fs::read(crate::util::repo().join("examples/provisioning/requests/cel-allow.json")).unwrap();
 
     // A request whose body arrives well after the header timeout is still answered.
