@@ -116,7 +116,12 @@ struct Row {
 struct Ratio {
     what: String,
     connections: usize,
+    /// The ratio of the two contenders' medians; decides `met`.
     value: f64,
+    /// The same ratio within each round (the two ran minutes apart at most): its lowest and
+    /// highest, to show how much of the median ratio is the machine's drift.
+    round_min: f64,
+    round_max: f64,
     target: Option<String>,
     met: Option<bool>,
 }
@@ -466,7 +471,7 @@ fn write_results(
     load: String,
 ) -> Result<String, Error> {
     let rows = summarize(opts, asks, runs);
-    let ratios = ratios(&rows, &opts.connections);
+    let ratios = ratios(&rows, runs, &opts.connections);
     let mut machine = machine();
     machine.insert("loadavg", load);
     let table = render(opts, &machine, &rows, &ratios);
@@ -580,31 +585,43 @@ fn render(opts: &CompareOptions, machine: &BTreeMap<&'static str, String>, rows:
         );
     }
     let _ = writeln!(table);
-    let _ = writeln!(table, "| ratio | conns | measured | target | met |");
-    let _ = writeln!(table, "| --- | ---: | ---: | --- | --- |");
+    let _ = writeln!(table, "| ratio | conns | measured | per round (min–max) | target | met |");
+    let _ = writeln!(table, "| --- | ---: | ---: | ---: | --- | --- |");
     for r in ratios {
         let met = match r.met {
             Some(true) => "yes",
             Some(false) => "**NOT MET**",
             None => "-",
         };
-        let _ = writeln!(table, "| {} | {} | {:.3} | {} | {met} |", r.what, r.connections, r.value, r.target.as_deref().unwrap_or("-"));
+        let _ = writeln!(
+            table,
+            "| {} | {} | {:.3} | {:.3}–{:.3} | {} | {met} |",
+            r.what,
+            r.connections,
+            r.value,
+            r.round_min,
+            r.round_max,
+            r.target.as_deref().unwrap_or("-")
+        );
     }
     table
 }
 
 /// The design's ratios, where both contenders ran.
-fn ratios(rows: &[Row], connections: &[usize]) -> Vec<Ratio> {
+fn ratios(rows: &[Row], runs: &[Run], connections: &[usize]) -> Vec<Ratio> {
     let mut out = Vec::new();
     for &c in connections {
         let get = |name: &str| rows.iter().find(|r| r.contender == name && r.connections == c);
         let targeted = c == 32;
         let mut push = |what: &str, value: f64, target: Option<(&str, bool)>| {
             let target = target.filter(|_| targeted);
+            let (round_min, round_max) = per_round(runs, what, c);
             out.push(Ratio {
                 what: what.to_owned(),
                 connections: c,
                 value,
+                round_min,
+                round_max,
                 target: target.map(|(t, _)| t.to_owned()),
                 met: target.map(|(_, m)| m),
             });
@@ -634,6 +651,24 @@ fn ratios(rows: &[Row], connections: &[usize]) -> Vec<Ratio> {
         }
     }
     out
+}
+
+/// Lowest and highest of a ratio named `A / B throughput` or `A / B p99` computed within each
+/// round at `connections`; NaN when no round ran both.
+fn per_round(runs: &[Run], what: &str, connections: usize) -> (f64, f64) {
+    let Some((pair, measure)) = what.rsplit_once(' ') else { return (f64::NAN, f64::NAN) };
+    let Some((a, b)) = pair.split_once(" / ") else { return (f64::NAN, f64::NAN) };
+    let value = |r: &Run| if measure == "p99" { r.report.latency_us.p99 } else { r.report.throughput_rps };
+    let find = |name: &str, round: usize| runs.iter().find(|r| r.contender == name && r.round == round && r.report.connections == connections);
+    let per_round: Vec<f64> = runs
+        .iter()
+        .filter(|r| r.contender == a && r.report.connections == connections)
+        .filter_map(|ra| find(b, ra.round).map(|rb| value(ra) / value(rb)))
+        .collect();
+    if per_round.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    (per_round.iter().copied().fold(f64::INFINITY, f64::min), per_round.iter().copied().fold(f64::NEG_INFINITY, f64::max))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -231,7 +231,7 @@ fn compare_harness_quick_run_without_cerbos() {
     let out_dir = dir.path().to_str().unwrap();
     let (ok, out, err) = bench(&[
         "compare", "--quick", "--contenders", "floor,verdict-cel,verdict-hook,node-hook", "--connections", "4",
-        "--warmup", "0.2", "--duration", "0.5", "--out", out_dir,
+        "--warmup", "0.2", "--duration", "0.5", "--rounds", "2", "--out", out_dir,
     ]);
     assert!(ok, "{out}\n{err}");
     assert!(err.contains("all contenders answer the expected allow"), "{err}");
@@ -252,6 +252,14 @@ fn compare_harness_quick_run_without_cerbos() {
     }
     for run in json["runs"].as_array().unwrap() {
         assert_sane(&run["report"]);
+    }
+    // With two rounds each median is the mean of two runs, so the ratio of medians lies
+    // between the two rounds' own ratios.
+    let ratios = json["ratios"].as_array().unwrap();
+    assert!(ratios.len() >= 4, "{ratios:?}");
+    for r in ratios {
+        let (value, lo, hi) = (r["value"].as_f64().unwrap(), r["round_min"].as_f64().unwrap(), r["round_max"].as_f64().unwrap());
+        assert!(lo <= value * (1.0 + 1e-9) && value <= hi * (1.0 + 1e-9), "{r}");
     }
     assert!(json["machine"]["nproc"].as_str().is_some());
     assert_eq!(svg_polylines(&dir.path().join("compare-4.svg")), 4);
