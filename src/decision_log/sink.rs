@@ -116,7 +116,7 @@ struct Writer {
     stopped: Option<watch::Sender<bool>>,
     /// Threads deleting old rotated files (see `rotate_if_full`); joined by `finish`,
     /// finished ones dropped at each rotation.
-    retiring: Vec<std::thread::JoinHandle<()>>,
+    pruning: Vec<std::thread::JoinHandle<()>>,
     /// `write` mode: the thread that syncs the active file behind the writer (see
     /// `sync_behind`); started on first use, `None` until then or after it died.
     flusher: Option<std::sync::mpsc::SyncSender<File>>,
@@ -245,7 +245,7 @@ fn open_writer(
         line: Vec::new(),
         counters,
         stopped: stopped_tx,
-        retiring: Vec::new(),
+        pruning: Vec::new(),
         flusher: None,
         unsynced: 0,
     };
@@ -389,7 +389,7 @@ fn prune(path: &Path, max_files: usize) {
     let excess = files.len().saturating_sub(max_files);
     for (_, old) in files.iter().take(excess) {
         match fs::remove_file(old) {
-            // An overlapping `retire` got there first.
+            // An overlapping `prune` got there first.
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
             Err(error) => warn!(path = %old.display(), %error, "cannot delete old decision log"),
             Ok(()) => {}
@@ -774,12 +774,12 @@ impl Writer {
             return;
         }
         let (path, max_files) = (self.path.clone(), self.max_files);
-        self.retiring.retain(|thread| !thread.is_finished());
+        self.pruning.retain(|thread| !thread.is_finished());
         let spawned = std::thread::Builder::new()
             .name("decision-log-prune".to_owned())
             .spawn(move || prune(&path, max_files));
         match spawned {
-            Ok(thread) => self.retiring.push(thread),
+            Ok(thread) => self.pruning.push(thread),
             // The next rotation prunes again.
             Err(error) => warn!(path = %self.path.display(), %error, "cannot start a thread to delete old decision logs"),
         }
@@ -822,7 +822,7 @@ impl Writer {
 
     /// Final fsync, then tells `close` the writer is done.
     fn finish(mut self) {
-        for thread in self.retiring.drain(..) {
+        for thread in self.pruning.drain(..) {
             let _panicked = thread.join().is_err();
         }
         if let Some(active) = &self.active
