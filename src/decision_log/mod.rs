@@ -48,6 +48,10 @@ pub const DEFAULT_MAX_FILES: usize = 16;
 /// A group holds at most this many records, so it also bounds one write's size.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
 
+/// How long the writer waits before trying again a rotation whose rename failed (each try
+/// syncs the file first, so it is not retried on every group).
+pub const ROTATE_RETRY: Duration = Duration::from_secs(10);
+
 /// Default [`Config::enqueue_timeout`]: how long a caller waits for room in a full queue
 /// before it gets [`Error::QueueFull`] (a 503).
 pub const DEFAULT_ENQUEUE_TIMEOUT: Duration = Duration::from_millis(200);
@@ -101,6 +105,9 @@ pub struct Stats {
     pub write_errors: u64,
     /// `record` calls rejected with [`Error::QueueFull`].
     pub queue_full: u64,
+    /// Rotations whose rename failed; the writer goes on in the full file and retries the
+    /// rotation after [`ROTATE_RETRY`].
+    pub rotation_errors: u64,
     /// Size of the active file.
     pub file_bytes: u64,
 }

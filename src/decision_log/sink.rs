@@ -89,6 +89,7 @@ pub(super) struct Counters {
     groups_written: AtomicU64,
     write_errors: AtomicU64,
     queue_full: AtomicU64,
+    rotation_errors: AtomicU64,
     file_bytes: AtomicU64,
 }
 
@@ -122,6 +123,8 @@ struct Writer {
     flusher: Option<std::sync::mpsc::SyncSender<File>>,
     /// Bytes written since the active file was last handed to the flusher.
     unsynced: u64,
+    /// After a failed rename: no rotation is tried before this.
+    rotate_after: Option<std::time::Instant>,
 }
 
 /// In `write` mode the active file is synced in the background every this many bytes, so the
@@ -248,6 +251,7 @@ fn open_writer(
         pruning: Vec::new(),
         flusher: None,
         unsynced: 0,
+        rotate_after: None,
     };
     Ok((writer, stopped_rx))
 }
@@ -416,6 +420,10 @@ pub(super) fn rotated_files(path: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
         };
         // `parse` alone would accept `+1`.
         if suffix.is_empty() || !suffix.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        // A directory with such a name is not a log file (and blocks rotating onto its name).
+        if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
             continue;
         }
         if let Ok(n) = suffix.parse::<u64>() {
@@ -589,6 +597,7 @@ impl Counters {
             groups_written: self.groups_written.load(Ordering::Relaxed),
             write_errors: self.write_errors.load(Ordering::Relaxed),
             queue_full: self.queue_full.load(Ordering::Relaxed),
+            rotation_errors: self.rotation_errors.load(Ordering::Relaxed),
             file_bytes: self.file_bytes.load(Ordering::Relaxed),
         }
     }
@@ -744,6 +753,9 @@ impl Writer {
         if self.max_bytes == 0 || !full {
             return;
         }
+        if self.rotate_after.is_some_and(|at| std::time::Instant::now() < at) {
+            return;
+        }
         let target = sibling(&self.path, &self.next_rotation.to_string());
         if let Some(active) = &self.active {
             // Rotated files are complete history: durable even in `write` mode, and before the
@@ -756,8 +768,11 @@ impl Writer {
         self.active = None;
         self.unsynced = 0;
         if let Err(error) = fs::rename(&self.path, &target) {
-            warn!(path = %self.path.display(), %error, "cannot rotate decision log; writing on");
+            warn!(path = %self.path.display(), target = %target.display(), %error, retry_s = super::ROTATE_RETRY.as_secs(), "cannot rotate decision log; writing on");
+            self.counters.rotation_errors.fetch_add(1, Ordering::Relaxed);
+            self.rotate_after = Some(std::time::Instant::now() + super::ROTATE_RETRY);
         } else {
+            self.rotate_after = None;
             self.next_rotation = self.next_rotation.saturating_add(1);
             self.prune_behind();
         }

@@ -277,6 +277,30 @@ async fn the_background_flush_and_rotation_keep_every_record() {
     assert_clean(&report, 8 * 180, 3);
 }
 
+/// A rotation whose rename fails (here a directory holds the target name) leaves the writer
+/// in the full file, losing nothing, and is not tried again on every group.
+#[tokio::test]
+async fn a_failed_rotation_writes_on_and_waits_before_retrying() {
+    let dir = TempDir::new().unwrap();
+    let config = Config {
+        max_bytes: 1000,
+        ..config(&dir)
+    };
+    // Rotated files are never directories: neither the writer nor `verify` takes it for one.
+    fs::create_dir_all(dir.path().join("decisions.jsonl.1").join("in-the-way")).unwrap();
+    let log = DecisionLog::spawn(config.clone()).unwrap();
+    for i in 0..30 {
+        log.record(Record::for_test(format!("r{i}"))).await.unwrap();
+    }
+    let stats = log.stats();
+    log.close().await;
+
+    assert_eq!(stats.records_written, 30);
+    assert_eq!(stats.rotation_errors, 1, "{stats:?}");
+    assert_eq!(lines(&config.path).len(), 30);
+    assert_clean(&verify(&config.path).unwrap(), 30, 1);
+}
+
 #[tokio::test]
 async fn max_files_deletes_the_oldest_and_verify_starts_from_the_first_kept() {
     let dir = TempDir::new().unwrap();
