@@ -128,12 +128,12 @@ pub enum BuildError {
     #[error(transparent)]
     Identity(#[from] identity::Error),
     /// The identity file could not be read.
-    #[error("cannot read identity file `{}`: {source}", path.display())]
+    #[error("cannot read identity file `{}`: {cause}", path.display())]
     ReadIdentity {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error: part of the message, not a `source`, so `{:#}` prints it once.
+        cause: std::io::Error,
     },
 }
 
@@ -198,7 +198,7 @@ impl Snapshot {
     ) -> Result<Snapshot, BuildError> {
         let file = match &sources.identity_file {
             Some(path) => Some((
-                std::fs::read(path).map_err(|source| BuildError::ReadIdentity { path: path.clone(), source })?,
+                std::fs::read(path).map_err(|source| BuildError::ReadIdentity { path: path.clone(), cause: source })?,
                 path,
             )),
             None => None,

@@ -161,7 +161,7 @@ impl Server {
         addr: impl Fn(&str) -> Option<String>,
         log: &Path,
     ) -> Result<Server, Error> {
-        let stderr = std::fs::File::create(log).map_err(|source| Error::Write { path: log.to_owned(), source })?;
+        let stderr = std::fs::File::create(log).map_err(|source| Error::Write { path: log.to_owned(), cause: source })?;
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -208,7 +208,7 @@ pub async fn compare(opts: &CompareOptions) -> Result<String, Error> {
     }
     let work = opts.out.join("work");
     let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).map_err(|source| Error::Write { path: work.clone(), source })?;
+    std::fs::create_dir_all(&work).map_err(|source| Error::Write { path: work.clone(), cause: source })?;
     let load_before = loadavg();
     let wants = |c: &str| opts.contenders.iter().any(|x| x == c);
     let (servers, asks) = start_all(opts, &work, &wants)?;
@@ -243,7 +243,7 @@ fn start_all(
     work: &Path,
     wants: &dyn Fn(&str) -> bool,
 ) -> Result<(Vec<Server>, Vec<Ask>), Error> {
-    let read = |p: PathBuf| std::fs::read(&p).map(Bytes::from).map_err(|source| Error::Read { path: p, source });
+    let read = |p: PathBuf| std::fs::read(&p).map(Bytes::from).map_err(|source| Error::Read { path: p, cause: source });
     let example = opts.repo.join("examples/provisioning");
     let cel = read(example.join("requests/cel-allow.json"))?;
     let hook = read(example.join("requests/hook-allow.json"))?;
@@ -338,13 +338,13 @@ fn start_verdict(
     let dir = work.join(name);
     copy_dir(&opts.repo.join("examples/provisioning"), &dir)?;
     let config = dir.join("verdict.toml");
-    let mut text = std::fs::read_to_string(&config).map_err(|source| Error::Read { path: config.clone(), source })?;
+    let mut text = std::fs::read_to_string(&config).map_err(|source| Error::Read { path: config.clone(), cause: source })?;
     if let Some(file) = identity {
         let file = serde_json::to_string(&file.display().to_string()).unwrap_or_default();
         text = text.replace("file = \"identity.json\"", &format!("file = {file}"));
     }
     std::fs::write(&config, text.replace("127.0.0.1:9300", billing))
-        .map_err(|source| Error::Write { path: config.clone(), source })?;
+        .map_err(|source| Error::Write { path: config.clone(), cause: source })?;
     let mut c = Command::new(&opts.verdict);
     c.arg("serve")
         .arg("--config")
@@ -373,10 +373,10 @@ fn start_cerbos(opts: &CompareOptions, work: &Path) -> Result<Server, Error> {
         "server:\n  httpListenAddr: \"127.0.0.1:{http}\"\n  grpcListenAddr: \"127.0.0.1:{grpc}\"\nstorage:\n  driver: disk\n  disk:\n    directory: \"{}\"\n    watchForChanges: false\naudit:\n  enabled: false\n",
         policies.display()
     );
-    std::fs::write(&config, text).map_err(|source| Error::Write { path: config.clone(), source })?;
+    std::fs::write(&config, text).map_err(|source| Error::Write { path: config.clone(), cause: source })?;
     let log = work.join("cerbos.err");
-    let stderr = std::fs::File::create(&log).map_err(|source| Error::Write { path: log.clone(), source })?;
-    let stdout = stderr.try_clone().map_err(|source| Error::Write { path: log.clone(), source })?;
+    let stderr = std::fs::File::create(&log).map_err(|source| Error::Write { path: log.clone(), cause: source })?;
+    let stdout = stderr.try_clone().map_err(|source| Error::Write { path: log.clone(), cause: source })?;
     // `--log-level=warn`: no line per request, as `verdict serve` logs none (VERDICT_LOG=warn).
     // Cerbos's audit log (its decision log) stays off, its default.
     let child = Command::new(&opts.cerbos)
@@ -492,7 +492,7 @@ fn write_results(
     });
     let write = |name: &str, text: &str| {
         let path = opts.out.join(name);
-        std::fs::write(&path, text).map_err(|source| Error::Write { path, source })
+        std::fs::write(&path, text).map_err(|source| Error::Write { path, cause: source })
     };
     write("compare.json", &serde_json::to_string_pretty(&json).unwrap_or_default())?;
     write("compare.txt", &table)?;
@@ -711,7 +711,7 @@ fn rss_mb(pid: u32) -> Option<f64> {
 /// User + system CPU seconds of a process, from `/proc/PID/stat`.
 fn cpu_seconds(pid: u32) -> Result<f64, Error> {
     let path = PathBuf::from(format!("/proc/{pid}/stat"));
-    let text = std::fs::read_to_string(&path).map_err(|source| Error::Read { path: path.clone(), source })?;
+    let text = std::fs::read_to_string(&path).map_err(|source| Error::Read { path: path.clone(), cause: source })?;
     // Fields after the command name (which is in parentheses and may contain spaces):
     // state is field 3, utime 14 and stime 15, so indexes 11 and 12 here.
     let rest = text.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
@@ -751,7 +751,7 @@ fn field(line: &str, name: &str) -> Option<String> {
 fn copy_dir(from: &Path, to: &Path) -> Result<(), Error> {
     let io = |path: &Path| {
         let path = path.to_owned();
-        move |source| Error::Read { path, source }
+        move |source| Error::Read { path, cause: source }
     };
     std::fs::create_dir_all(to).map_err(io(to))?;
     for entry in std::fs::read_dir(from).map_err(io(from))? {

@@ -83,12 +83,12 @@ pub struct Bodies {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file could not be read.
-    #[error("cannot read `{}`: {source}", path.display())]
+    #[error("cannot read `{}`: {cause}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error: part of the message, not a `source`, so `{:#}` prints it once.
+        cause: std::io::Error,
     },
     /// A line of a JSON lines file is not what it should be.
     #[error("`{}` line {line}: {message}", path.display())]
@@ -134,12 +134,12 @@ pub enum Error {
     #[error("{0}")]
     Setup(String),
     /// Writing an output failed.
-    #[error("cannot write `{}`: {source}", path.display())]
+    #[error("cannot write `{}`: {cause}", path.display())]
     Write {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error: part of the message, not a `source`, so `{:#}` prints it once.
+        cause: std::io::Error,
     },
 }
 
@@ -230,7 +230,7 @@ impl Bodies {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(|source| Error::Read { path: path.to_owned(), source })
+    std::fs::read(path).map_err(|source| Error::Read { path: path.to_owned(), cause: source })
 }
 
 #[cfg(test)]

@@ -19,12 +19,12 @@ pub enum Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The file could not be read.
-    #[error("cannot read config `{}`: {source}", path.display())]
+    #[error("cannot read config `{}`: {cause}", path.display())]
     Read {
         /// The config file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error: part of the message, not a `source`, so `{:#}` prints it once.
+        cause: std::io::Error,
     },
     /// The file is not valid TOML or has unknown keys.
     #[error("{}: {}", path.display(), message.trim_end().replace('\n', " "))]

@@ -318,9 +318,9 @@ impl Config {
     pub fn load_with(path: Option<&Path>, env: &dyn Strings, overrides: &[(&str, String)]) -> Result<Config, Error> {
         let (text, base, source_name) = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| Error::Read {
+                let text = std::fs::read_to_string(p).map_err(|cause| Error::Read {
                     path: p.to_path_buf(),
-                    source,
+                    cause,
                 })?;
                 let base = p.parent().map(Path::to_path_buf).unwrap_or_default();
                 (text, base, p.display().to_string())

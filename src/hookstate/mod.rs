@@ -51,12 +51,12 @@ pub struct Deployment {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Reading or writing the state directory failed.
-    #[error("hook state `{}`: {source}", path.display())]
+    #[error("hook state `{}`: {cause}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error: part of the message, not a `source`, so `{:#}` prints it once.
+        cause: std::io::Error,
     },
     /// A journal line is not valid.
     #[error("hook state `{}` line {line}: {message}", path.display())]
@@ -103,7 +103,7 @@ pub fn valid_name(name: &str) -> bool {
 impl Versions {
     /// Opens (creating if needed) the state directory.
     pub fn open(dir: &Path) -> Result<Versions, Error> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), cause: source })?;
         Ok(Versions { dir: dir.to_path_buf(), lock: Mutex::new(()) })
     }
 
@@ -192,7 +192,7 @@ impl Versions {
             if source.kind() == std::io::ErrorKind::NotFound {
                 Error::UnknownVersion { name: name.to_owned(), version: version.to_owned() }
             } else {
-                Error::Io { path, source }
+                Error::Io { path, cause: source }
             }
         })
     }
@@ -223,19 +223,19 @@ impl Versions {
             return Ok(());
         }
         let dir = path.parent().unwrap_or(&self.dir).to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), cause: source })?;
         let tmp = dir.join(format!(".{version}.tmp"));
-        std::fs::write(&tmp, source).map_err(|source| Error::Io { path: tmp.clone(), source })?;
-        std::fs::rename(&tmp, &path).map_err(|source| Error::Io { path, source })
+        std::fs::write(&tmp, source).map_err(|source| Error::Io { path: tmp.clone(), cause: source })?;
+        std::fs::rename(&tmp, &path).map_err(|source| Error::Io { path, cause: source })
     }
 
     fn append(&self, name: &str, d: Deployment) -> Result<(), Error> {
         let dir = self.hook_dir(name)?;
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), cause: source })?;
         let path = dir.join("journal.jsonl");
         let mut line = serde_json::to_string(&d).unwrap_or_default();
         line.push('\n');
-        let io = |source| Error::Io { path: path.clone(), source };
+        let io = |source| Error::Io { path: path.clone(), cause: source };
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io)?;
         f.write_all(line.as_bytes()).map_err(io)?;
         f.sync_data().map_err(io)
@@ -246,7 +246,7 @@ impl Versions {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => return Err(Error::Io { path, source }),
+            Err(source) => return Err(Error::Io { path, cause: source }),
         };
         let mut out = Vec::new();
         for (i, line) in text.lines().enumerate() {

@@ -116,6 +116,8 @@ fn errors_are_counted_by_status_and_bad_input_is_named() {
     // A missing body file, and no input at all.
     let (ok, _, err) = bench(&["--url", &url(&server, "/"), "--body", "no/such/file.json"]);
     assert!(!ok && err.contains("cannot read `no/such/file.json`"), "{err}");
+    // The cause once, not repeated by the error chain.
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
     let (ok, _, err) = bench(&["--url", &url(&server, "/")]);
     assert!(!ok && err.contains("--body FILE"), "{err}");
 }

@@ -21,6 +21,18 @@ fn check_accepts_every_example_and_the_default() {
     assert!(ok, "{out}{err}");
 }
 
+/// A config file that cannot be read is named, with its cause printed once.
+#[test]
+fn a_missing_config_is_named_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for command in ["check", "serve"] {
+        let (ok, _, err) = run(&[command, "--config", "no-such.toml"], dir.path());
+        assert!(!ok, "{command}");
+        assert!(err.contains("cannot read config `no-such.toml`: No such file or directory"), "{command}: {err}");
+        assert_eq!(err.matches("No such file or directory").count(), 1, "{command}: {err}");
+    }
+}
+
 #[test]
 fn check_prints_every_error_with_file_line_and_rule() {
     let dir = tempfile::tempdir().unwrap();
