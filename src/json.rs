@@ -88,14 +88,19 @@ impl Parser<'_> {
         (self.depth <= MAX_DEPTH).then_some(())
     }
 
+    /// Steps over the closing bracket of the object or array `value`.
+    fn leave(&mut self, value: Value) -> Value {
+        self.pos += 1;
+        self.depth -= 1;
+        value
+    }
+
     fn object(&mut self) -> Option<Value> {
         self.nest()?;
         let mut map = Map::new();
         self.skip_whitespace();
         if self.peek()? == b'}' {
-            self.pos += 1;
-            self.depth -= 1;
-            return Some(Value::Object(map));
+            return Some(self.leave(Value::Object(map)));
         }
         loop {
             self.skip_whitespace();
@@ -117,9 +122,7 @@ impl Parser<'_> {
             match self.peek()? {
                 b',' => self.pos += 1,
                 b'}' => {
-                    self.pos += 1;
-                    self.depth -= 1;
-                    return Some(Value::Object(map));
+                    return Some(self.leave(Value::Object(map)));
                 }
                 _ => return None,
             }
@@ -131,9 +134,7 @@ impl Parser<'_> {
         let mut items = Vec::new();
         self.skip_whitespace();
         if self.peek()? == b']' {
-            self.pos += 1;
-            self.depth -= 1;
-            return Some(Value::Array(items));
+            return Some(self.leave(Value::Array(items)));
         }
         loop {
             items.push(self.value()?);
@@ -141,9 +142,7 @@ impl Parser<'_> {
             match self.peek()? {
                 b',' => self.pos += 1,
                 b']' => {
-                    self.pos += 1;
-                    self.depth -= 1;
-                    return Some(Value::Array(items));
+                    return Some(self.leave(Value::Array(items)));
                 }
                 _ => return None,
             }
