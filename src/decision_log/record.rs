@@ -128,11 +128,13 @@ pub struct BatchPos {
 pub enum RequestJson {
     /// A request built or rewritten by Verdict (batch items, searches), or read back.
     Parsed(serde_json::Value),
-    /// A body that parsed as a JSON object: logged byte for byte, except that line breaks
-    /// (which JSON allows only as whitespace between tokens) become spaces. "As sent" is
-    /// literal: escapes stay escapes (`"\u0061"` is not rewritten to `"a"`), and a body with a
-    /// duplicate key keeps both (the decision used the last, as `serde_json` does); a reader
-    /// searching the log for a value should parse the line, not grep it.
+    /// A body that parsed as a JSON object: logged token for token as sent, without the
+    /// whitespace between tokens (so on one line, and a pretty-printed body costs no more log
+    /// than a compact one). Every token is literal: strings keep their spaces and escapes
+    /// (`"\u0061"` is not rewritten to `"a"`), numbers keep their spelling (`35.0` stays
+    /// `35.0`), and a body with a duplicate key keeps both (the decision used the last, as
+    /// `serde_json` does); a reader searching the log for a value should parse the line, not
+    /// grep it.
     Raw(bytes::Bytes),
 }
 
@@ -155,13 +157,7 @@ impl RequestJson {
         match self {
             RequestJson::Parsed(v) => serde_json::to_writer(&mut *out, v),
             RequestJson::Raw(b) => {
-                let start = out.len();
-                out.extend_from_slice(b.trim_ascii());
-                for byte in out.iter_mut().skip(start) {
-                    if matches!(*byte, b'\n' | b'\r') {
-                        *byte = b' ';
-                    }
-                }
+                write_compact(out, b);
                 Ok(())
             }
         }
@@ -180,6 +176,41 @@ impl Serialize for RequestJson {
 impl<'de> Deserialize<'de> for RequestJson {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         serde_json::Value::deserialize(d).map(RequestJson::Parsed)
+    }
+}
+
+/// Appends `json` (valid JSON text) without the whitespace between its tokens; strings are
+/// copied whole, escapes included.
+fn write_compact(out: &mut Vec<u8>, json: &[u8]) {
+    let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    out.reserve(json.len());
+    let mut i = 0;
+    while i < json.len() {
+        // Outside strings: a run of token bytes, up to a quote or whitespace.
+        let run = i;
+        while i < json.len() && !is_space(json[i]) && json[i] != b'"' {
+            i += 1;
+        }
+        out.extend_from_slice(&json[run..i]);
+        match json.get(i) {
+            None => break,
+            Some(b'"') => {
+                let string = i;
+                i += 1;
+                while i < json.len() {
+                    match json[i] {
+                        b'\\' => i += 2,
+                        b'"' => {
+                            i += 1;
+                            break;
+                        }
+                        _ => i += 1,
+                    }
+                }
+                out.extend_from_slice(&json[string..i.min(json.len())]);
+            }
+            Some(_) => i += 1,
+        }
     }
 }
 
@@ -424,18 +455,55 @@ mod tests {
         }
     }
 
-    /// A raw body is logged as sent, on one line, and reads back as the same value.
+    /// A raw body is logged token for token, on one line, and reads back as the same value.
     #[test]
-    fn raw_request_is_logged_as_sent() {
-        let body = "{\n  \"subject\": {\"type\": \"user\", \"id\": \"a\\nb\"},\r\n  \"n\": 35.0}\n";
+    fn raw_request_is_logged_as_sent_without_whitespace() {
+        let body = "\t{\n  \"subject\": {\"type\": \"user\", \"id\": \"a\\nb \\\"q\\\\\"},\r\n  \"n\": 35.0,\n \"k\" : [ 1 , \"\\u0061 \" ] }\n";
         let mut r = Record::for_test("r0");
         r.request = RequestJson::Raw(bytes::Bytes::from(body));
         let mut line = Vec::new();
         encode_line(&mut line, &r, &mut GENESIS_PREV.to_owned()).unwrap();
         let text = String::from_utf8(line).unwrap();
-        assert!(!text.contains('\n') && !text.contains('\r'), "{text}");
-        assert!(text.contains(r#""n": 35.0}"#), "{text}");
+        let want = r#""request":{"subject":{"type":"user","id":"a\nb \"q\\"},"n":35.0,"k":[1,"\u0061 "]},"#;
+        assert!(text.contains(want), "{text}");
         let back: Record = serde_json::from_str(&text).unwrap();
         assert_eq!(back.request.to_value(), serde_json::from_str::<serde_json::Value>(body).unwrap());
+    }
+
+    /// Compaction keeps every token of generated JSON (strings with spaces, quotes,
+    /// backslashes and escapes; numbers as spelled) and drops only the whitespace between.
+    #[test]
+    fn compaction_keeps_every_token() {
+        let spaces = [" ", "\t", "\n", "\r\n", "", ""];
+        let strings = [r#""""#, r#"" a ""#, r#""\"""#, r#""\\""#, r#""\\\" x""#, r#""\u00e9 \n""#, "\"é ∑ \""];
+        let numbers = ["0", "-1.50", "1e3", "35.0"];
+        let mut seed = 7u64;
+        let mut next = |n: usize| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            usize::try_from(seed >> 33).unwrap() % n
+        };
+        for _ in 0..2_000 {
+            // The tokens of an object with a few members; whitespace (or none) before each.
+            let mut tokens: Vec<String> = vec!["{".into()];
+            for m in 0..1 + next(4) {
+                if m > 0 {
+                    tokens.push(",".into());
+                }
+                tokens.push(format!("\"k{m}{}", &strings[next(strings.len())][1..]));
+                tokens.push(":".into());
+                match next(3) {
+                    0 => tokens.push(strings[next(strings.len())].into()),
+                    1 => tokens.push(numbers[next(numbers.len())].into()),
+                    _ => tokens.extend(["[", "true", ",", "null", "]"].map(String::from)),
+                }
+            }
+            tokens.push("}".into());
+            let spaced: String = tokens.iter().map(|t| format!("{}{t}", spaces[next(spaces.len())])).collect();
+            let value: serde_json::Value = serde_json::from_str(&spaced).unwrap();
+            let mut out = Vec::new();
+            write_compact(&mut out, spaced.as_bytes());
+            assert_eq!(String::from_utf8(out.clone()).unwrap(), tokens.concat(), "{spaced:?}");
+            assert_eq!(serde_json::from_slice::<serde_json::Value>(&out).unwrap(), value);
+        }
     }
 }

@@ -102,14 +102,15 @@ fn eval_decides_one_request_from_stdin() {
     assert_eq!(v["context"]["decided_by"], "rule:provisioning/tiny-resources");
 }
 
-/// A single evaluation's body is logged as the client sent it: a pretty-printed body with
-/// line breaks becomes one line, `35.0` stays `35.0` (a parsed-and-encoded value would read
-/// `35.0` too, but `1e3` would become `1000.0`), and the log still verifies.
+/// A single evaluation's body is logged token for token as the client sent it: a
+/// pretty-printed body loses the whitespace between tokens (so it is one line), a string keeps
+/// its spaces, `35.0` stays `35.0` (a parsed-and-encoded value would read `35.0` too, but `1e3`
+/// would become `1000.0`), and the log still verifies.
 #[test]
 fn the_request_is_logged_as_sent_on_one_line() {
     let server = TestServer::example("provisioning");
     let mut c = server.client();
-    let body = "{\n  \"subject\": {\"type\": \"user\", \"id\": \"u-bob\"},\r\n  \"action\": {\"name\": \"provision\"},\n  \"resource\": {\"type\": \"cloud.vm\", \"id\": \"vm-1\",\n    \"properties\": {\"project\": \"proj-alpha\", \"monthly_cost\": 35.0, \"cpus\": 1e3}}\n}\n";
+    let body = "{\n  \"subject\": {\"type\": \"user\", \"id\": \"u-bob\"},\r\n  \"action\": {\"name\": \"provision\"},\n  \"resource\": {\"type\": \"cloud.vm\", \"id\": \"vm-1\",\n    \"properties\": {\"project\": \"proj-alpha\", \"monthly_cost\": 35.0, \"cpus\": 1e3}},\n  \"context\": {\"why\": \"a b  c\"}\n}\n";
     let r = c.request("POST", "/access/v1/evaluation", &[("content-type", "application/json")], body.as_bytes());
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["decision"], true);
@@ -117,7 +118,8 @@ fn the_request_is_logged_as_sent_on_one_line() {
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 1, "{text}");
-    assert!(lines[0].contains(r#""monthly_cost": 35.0, "cpus": 1e3}"#), "{}", lines[0]);
+    let request = r#""request":{"subject":{"type":"user","id":"u-bob"},"action":{"name":"provision"},"resource":{"type":"cloud.vm","id":"vm-1","properties":{"project":"proj-alpha","monthly_cost":35.0,"cpus":1e3}},"context":{"why":"a b  c"}},"#;
+    assert!(lines[0].contains(request), "{}", lines[0]);
     let record: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
     assert_eq!(record["request"]["subject"]["id"], "u-bob");
     assert_eq!(record["decided_by"], "rule:provisioning/tiny-resources");
