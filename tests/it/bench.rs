@@ -275,3 +275,44 @@ fn compare_harness_quick_run_without_cerbos() {
     }
     assert!(!dir.path().join("work").exists());
 }
+
+/// The peers the other quick run leaves out: Cerbos (the npm package `.ci/run` installs into
+/// `target/cerbos`) with its CEL policy, and the same rule as a Node.js webhook, each asked the
+/// CEL-decided request and checked to answer allow before they are measured.
+#[test]
+fn compare_harness_quick_run_against_cerbos_and_the_node_rule() {
+    let cerbos = repo().join("target/cerbos/node_modules/@cerbos/cerbos-linux-x64/cerbos-linux-x64");
+    assert!(
+        cerbos.is_file(),
+        "no Cerbos at {}; `.ci/run` installs it: `npm install --prefix target/cerbos @cerbos/cerbos-linux-x64@0.55.0`",
+        cerbos.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out, err) = bench(&[
+        "compare", "--quick", "--contenders", "verdict-cel,node-cel,cerbos", "--connections", "4", "--warmup", "0.2",
+        "--duration", "0.5", "--cerbos", cerbos.to_str().unwrap(), "--out", dir.path().to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}\n{err}");
+    assert!(err.contains("all contenders answer the expected allow"), "{err}");
+    let json: Value = serde_json::from_slice(&std::fs::read(dir.path().join("compare.json")).unwrap()).unwrap();
+    let rows = json["summary"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["contender"].as_str().unwrap()).collect();
+    assert_eq!(names, ["verdict-cel", "node-cel", "cerbos"]);
+    for row in rows {
+        assert!(row["throughput_rps"].as_f64().unwrap() > 0.0, "{row}");
+        assert_eq!(row["errors"], 0, "{row}");
+        assert!(row["server_rss_mb"].as_f64().unwrap() > 1.0, "{row}");
+    }
+    let ratio = |what: &str| {
+        let ratios = json["ratios"].as_array().unwrap();
+        let r = ratios.iter().find(|r| r["what"] == what).unwrap_or_else(|| panic!("no `{what}` in {ratios:?}"));
+        r["value"].as_f64().unwrap()
+    };
+    assert!(ratio("verdict-cel / cerbos throughput") > 0.0);
+    assert!(ratio("verdict-cel / node-cel throughput") > 0.0);
+    assert!(out.contains("| cerbos | 4 |"), "{out}");
+    for s in json["servers"].as_array().unwrap() {
+        let pid = s["pid"].as_u64().unwrap();
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "{s} still running");
+    }
+}
