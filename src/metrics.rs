@@ -1,17 +1,20 @@
 //! Prometheus metrics, kept in one registry and rendered by the admin listener.
 //!
-//! Counters are updated on the request path with label sets that are small and fixed (route,
-//! status, decided-by kind), so lookups stay cheap; nothing here allocates per request except
-//! the first use of a label set.
+//! The request path touches only atomics: the counters it bumps on every decision (by
+//! decided-by kind and decision, and HTTP 200s by route) are created up front, every series
+//! from the start, and the latency histogram is atomic buckets. A `Family` lookup (a read lock
+//! and a hash of the labels) is left for rarer label sets, and prometheus-client's own
+//! `Histogram` takes a write lock per observation, which both workers would contend for.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 /// Every metric of the process.
@@ -19,8 +22,12 @@ use prometheus_client::registry::Registry;
 pub struct Metrics {
     registry: Registry,
     decisions: Family<DecisionLabels, Counter>,
-    decision_seconds: Histogram,
+    /// `decisions` for every kind in `DECIDED_BY`: `[deny, allow]` each.
+    decision_counters: [(&'static str, [Counter; 2]); DECIDED_BY.len()],
+    decision_seconds: LatencyHistogram,
     http: Family<HttpLabels, Counter>,
+    /// `http` for status 200 of every route in `ROUTES`.
+    http_ok: [(&'static str, Counter); ROUTES.len()],
     reloads: Family<ReloadLabels, Counter>,
     reload_ok: Gauge,
     connections: Gauge,
@@ -58,6 +65,28 @@ struct HttpLabels {
     status: u16,
 }
 
+/// The `decided_by` labels counted without a lookup (`DecidedBy::kind`, and searches).
+const DECIDED_BY: [&str; 5] = ["rule", "hook", "default", "error", "search"];
+
+/// The `route` labels whose 200s are counted without a lookup.
+const ROUTES: [&str; 6] =
+    ["evaluation", "evaluations", "search_subject", "search_resource", "search_action", "metadata"];
+
+/// Buckets of `decision_duration_seconds`: 1 µs × 2^i for i < 20 (1 µs to 0.52 s), then +Inf.
+const LATENCY_BUCKETS: usize = 20;
+
+/// A latency histogram in atomics: observing is two `fetch_add`s.
+#[derive(Debug, Clone, Default)]
+struct LatencyHistogram(Arc<LatencyInner>);
+
+#[derive(Debug, Default)]
+struct LatencyInner {
+    /// Observations per bucket, not cumulative; the last is +Inf.
+    buckets: [AtomicU64; LATENCY_BUCKETS + 1],
+    /// Sum of the observations in nanoseconds.
+    sum_ns: AtomicU64,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     trigger: &'static str,
@@ -78,7 +107,11 @@ impl Metrics {
         let mut registry = Registry::with_prefix("verdict");
         let decisions = Family::<DecisionLabels, Counter>::default();
         registry.register("decisions", "Decisions made, by what decided them", decisions.clone());
-        let decision_seconds = Histogram::new(exponential_buckets(1e-6, 2.0, 20));
+        let decision_counters = DECIDED_BY.map(|decided_by| {
+            let by = ["deny", "allow"].map(|decision| decisions.get_or_create(&DecisionLabels { decided_by, decision }).clone());
+            (decided_by, by)
+        });
+        let decision_seconds = LatencyHistogram::default();
         registry.register(
             "decision_duration_seconds",
             "Time to evaluate a decision, before logging",
@@ -86,6 +119,7 @@ impl Metrics {
         );
         let http = Family::<HttpLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests answered, by route and status", http.clone());
+        let http_ok = ROUTES.map(|route| (route, http.get_or_create(&HttpLabels { route, status: 200 }).clone()));
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register("reloads", "Snapshot reloads, by trigger and result", reloads.clone());
         let reload_ok = Gauge::default();
@@ -140,8 +174,10 @@ impl Metrics {
         Metrics {
             registry,
             decisions,
+            decision_counters,
             decision_seconds,
             http,
+            http_ok,
             reloads,
             reload_ok,
             connections,
@@ -160,14 +196,22 @@ impl Metrics {
 
     /// Counts one decision.
     pub fn decision(&self, decided_by: &'static str, allow: bool, elapsed: Duration) {
-        let decision = if allow { "allow" } else { "deny" };
-        self.decisions.get_or_create(&DecisionLabels { decided_by, decision }).inc();
-        self.decision_seconds.observe(elapsed.as_secs_f64());
+        match self.decision_counters.iter().find(|(by, _)| *by == decided_by) {
+            Some((_, [deny, allow_])) => if allow { allow_ } else { deny }.inc(),
+            None => {
+                let decision = if allow { "allow" } else { "deny" };
+                self.decisions.get_or_create(&DecisionLabels { decided_by, decision }).inc()
+            }
+        };
+        self.decision_seconds.observe(elapsed);
     }
 
     /// Counts one HTTP response.
     pub fn http(&self, route: &'static str, status: u16) {
-        self.http.get_or_create(&HttpLabels { route, status }).inc();
+        match self.http_ok.iter().find(|(r, _)| status == 200 && *r == route) {
+            Some((_, ok)) => ok.inc(),
+            None => self.http.get_or_create(&HttpLabels { route, status }).inc(),
+        };
     }
 
     /// Counts one reload.
@@ -250,5 +294,101 @@ impl Metrics {
             tracing::warn!(error = %e, "cannot encode metrics");
         }
         out
+    }
+}
+
+// === impl LatencyHistogram ===
+
+impl LatencyHistogram {
+    fn observe(&self, elapsed: Duration) {
+        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.0.sum_ns.fetch_add(ns, Relaxed);
+        if let Some(bucket) = self.0.buckets.get(latency_bucket(ns)) {
+            bucket.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// The first bucket whose bound (1 µs × 2^i) is at least `ns`, or +Inf's.
+fn latency_bucket(ns: u64) -> usize {
+    // For ns in (1000 × 2^(i-1), 1000 × 2^i], (ns - 1) / 1000 has exactly i significant bits.
+    let q = ns.saturating_sub(1) / 1000;
+    let bits = (u64::BITS - q.leading_zeros()) as usize;
+    bits.min(LATENCY_BUCKETS)
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let mut count = 0;
+        let buckets: Vec<(f64, u64)> = (0i32..)
+            .zip(&self.0.buckets)
+            .map(|(i, n)| {
+                // The exposition writes f64::MAX as +Inf.
+                let bound = if i == LATENCY_BUCKETS as i32 { f64::MAX } else { 1e-6 * 2f64.powi(i) };
+                let n = n.load(Relaxed);
+                count += n;
+                (bound, n)
+            })
+            .collect();
+        let sum = self.0.sum_ns.load(Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_buckets_match_their_bounds() {
+        for ns in [0, 1, 999, 1_000, 1_001, 1_999, 2_000, 2_001, 4_000, 4_001, 524_288_000, 524_288_001, u64::MAX] {
+            let i = latency_bucket(ns);
+            let bound = |i: usize| 1_000u128 << i;
+            if i < LATENCY_BUCKETS {
+                assert!(u128::from(ns) <= bound(i), "{ns} in bucket {i}");
+            }
+            if i > 0 {
+                assert!(u128::from(ns) > bound(i - 1), "{ns} belongs below bucket {i}");
+            }
+        }
+    }
+
+    /// The exposition of the pre-created series and the histogram, after a few observations.
+    #[test]
+    fn counters_and_histogram_render_as_prometheus_text() {
+        let m = Metrics::new();
+        m.decision("rule", true, Duration::from_nanos(500));
+        m.decision("rule", true, Duration::from_micros(3));
+        m.decision("default", false, Duration::from_secs(2));
+        m.decision("unheard-of", false, Duration::from_micros(1));
+        m.http("evaluation", 200);
+        m.http("evaluation", 400);
+        let text = m.render(&crate::decision_log::Stats::default(), None, None);
+        for line in [
+            r#"verdict_decisions_total{decided_by="rule",decision="allow"} 2"#,
+            r#"verdict_decisions_total{decided_by="hook",decision="deny"} 0"#,
+            r#"verdict_decisions_total{decided_by="default",decision="deny"} 1"#,
+            r#"verdict_decisions_total{decided_by="unheard-of",decision="deny"} 1"#,
+            r#"verdict_http_requests_total{route="evaluation",status="200"} 1"#,
+            r#"verdict_http_requests_total{route="evaluation",status="400"} 1"#,
+            r#"verdict_http_requests_total{route="metadata",status="200"} 0"#,
+            "verdict_decision_duration_seconds_count 4",
+            "verdict_decision_duration_seconds_sum 2.0000045",
+            r#"verdict_decision_duration_seconds_bucket{le="0.000001"} 2"#,
+            r#"verdict_decision_duration_seconds_bucket{le="0.000002"} 2"#,
+            r#"verdict_decision_duration_seconds_bucket{le="0.000004"} 3"#,
+            r#"verdict_decision_duration_seconds_bucket{le="0.524288"} 3"#,
+            r#"verdict_decision_duration_seconds_bucket{le="+Inf"} 4"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+        }
     }
 }
