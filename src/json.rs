@@ -26,6 +26,18 @@ const MAX_DEPTH: usize = 127;
 /// The key serde_json's `raw_value` feature reserves (`serde_json::raw::TOKEN`, private).
 const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
 
+/// Appends `value` as a JSON string, the bytes `serde_json` writes: copied between quotes when
+/// nothing in it needs escaping (ids, times, hashes, rule names), else written by `serde_json`.
+pub fn write_str(out: &mut Vec<u8>, value: &str) -> Result<(), serde_json::Error> {
+    if value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        return serde_json::to_writer(&mut *out, value);
+    }
+    out.push(b'"');
+    out.extend_from_slice(value.as_bytes());
+    out.push(b'"');
+    Ok(())
+}
+
 /// Parses `bytes` as one JSON value, exactly as `serde_json::from_slice` would.
 pub fn parse(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     match fast(bytes) {

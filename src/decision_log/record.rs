@@ -182,36 +182,39 @@ impl<'de> Deserialize<'de> for RequestJson {
 /// Appends `json` (valid JSON text) without the whitespace between its tokens; strings are
 /// copied whole, escapes included.
 fn write_compact(out: &mut Vec<u8>, json: &[u8]) {
-    let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let is_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
     out.reserve(json.len());
-    let mut i = 0;
-    while i < json.len() {
-        // Outside strings: a run of token bytes, up to a quote or whitespace.
-        let run = i;
-        while i < json.len() && !is_space(json[i]) && json[i] != b'"' {
-            i += 1;
-        }
-        out.extend_from_slice(&json[run..i]);
-        match json.get(i) {
-            None => break,
-            Some(b'"') => {
-                let string = i;
-                i += 1;
-                while i < json.len() {
-                    match json[i] {
-                        b'\\' => i += 2,
-                        b'"' => {
-                            i += 1;
-                            break;
-                        }
-                        _ => i += 1,
-                    }
-                }
-                out.extend_from_slice(&json[string..i.min(json.len())]);
+    let mut rest = json;
+    // Outside strings: copy a run of token bytes, then drop a space or copy a whole string.
+    while let Some((run, tail)) = rest.iter().position(|b| is_space(b) || *b == b'"').and_then(|at| rest.split_at_checked(at)) {
+        out.extend_from_slice(run);
+        rest = match tail.split_first() {
+            Some((b'"', after)) => {
+                let (string, after) = after.split_at_checked(string_len(after)).unwrap_or((after, &[]));
+                out.push(b'"');
+                out.extend_from_slice(string);
+                after
             }
-            Some(_) => i += 1,
+            Some((_, after)) => after,
+            None => &[],
+        };
+    }
+    out.extend_from_slice(rest);
+}
+
+/// The length of a JSON string after its opening quote, through its closing quote.
+fn string_len(s: &[u8]) -> usize {
+    let mut escaped = false;
+    for (i, &b) in s.iter().enumerate() {
+        if escaped {
+            escaped = false;
+        } else if b == b'\\' {
+            escaped = true;
+        } else if b == b'"' {
+            return i + 1;
         }
     }
+    s.len()
 }
 
 /// Formats `at` the way [`Record::time`] expects: RFC 3339, milliseconds, UTC.
@@ -279,7 +282,7 @@ fn write_line(out: &mut Vec<u8>, r: &Record, prev: &str) -> Result<(), serde_jso
     }
     fn text(out: &mut Vec<u8>, key: &str, value: &str) -> Result<(), serde_json::Error> {
         name(out, key);
-        json_str(out, value)
+        crate::json::write_str(out, value)
     }
     out.extend_from_slice(b"{\"v\":");
     serde_json::to_writer(&mut *out, &VERSION)?;
@@ -305,7 +308,7 @@ fn write_line(out: &mut Vec<u8>, r: &Record, prev: &str) -> Result<(), serde_jso
     field(out, "timings", &r.timings)?;
     let identity = &r.identity;
     out.extend_from_slice(b",\"identity\":{\"revision\":");
-    json_str(out, &identity.revision)?;
+    crate::json::write_str(out, &identity.revision)?;
     text(out, "loaded_at", &identity.loaded_at)?;
     out.extend_from_slice(if identity.stale { b",\"stale\":true" } else { b",\"stale\":false" });
     if !identity.source.is_empty() {
@@ -323,18 +326,6 @@ fn write_line(out: &mut Vec<u8>, r: &Record, prev: &str) -> Result<(), serde_jso
     }
     text(out, "prev", prev)?;
     out.push(b'}');
-    Ok(())
-}
-
-/// `value` as a JSON string: copied between quotes when nothing in it needs escaping (ids,
-/// times, hashes, rule names), else written by `serde_json`.
-fn json_str(out: &mut Vec<u8>, value: &str) -> Result<(), serde_json::Error> {
-    if value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
-        return serde_json::to_writer(&mut *out, value);
-    }
-    out.push(b'"');
-    out.extend_from_slice(value.as_bytes());
-    out.push(b'"');
     Ok(())
 }
 
