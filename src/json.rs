@@ -29,13 +29,53 @@ const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
 /// Appends `value` as a JSON string, the bytes `serde_json` writes: copied between quotes when
 /// nothing in it needs escaping (ids, times, hashes, rule names), else written by `serde_json`.
 pub fn write_str(out: &mut Vec<u8>, value: &str) -> Result<(), serde_json::Error> {
-    if value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    if find_special(value.as_bytes(), 0x20).is_some() {
         return serde_json::to_writer(&mut *out, value);
     }
     out.push(b'"');
     out.extend_from_slice(value.as_bytes());
     out.push(b'"');
     Ok(())
+}
+
+/// The position of the first byte of `bytes` that is below `below` (at most 128), a quote or a
+/// backslash: the bytes a JSON writer must look at.
+pub fn find_special(bytes: &[u8], below: u8) -> Option<usize> {
+    let (quote, backslash) = (ONES * u64::from(b'"'), ONES * u64::from(b'\\'));
+    find_first(
+        bytes,
+        |x| below_n(x, below) | below_n(x ^ quote, 1) | below_n(x ^ backslash, 1),
+        |b| b < below || b == b'"' || b == b'\\',
+    )
+}
+
+/// The position of the first byte of `bytes` below `below` (at most 128).
+pub fn find_below(bytes: &[u8], below: u8) -> Option<usize> {
+    find_first(bytes, |x| below_n(x, below), |b| b < below)
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// The high bit of each byte of `x` that is below `n` (n ≤ 128). Only a flagged byte can
+/// borrow from the next, so the lowest flag is always exact; flags above it may not be.
+fn below_n(x: u64, n: u8) -> u64 {
+    x.wrapping_sub(ONES * u64::from(n)) & !x & (ONES << 7)
+}
+
+/// The first byte that `flags` (eight bytes at a time, as in [`below_n`]) or, for the last
+/// few, `matches` picks out. These scans run over every string of every decision record.
+fn find_first(bytes: &[u8], flags: impl Fn(u64) -> u64, matches: impl Fn(u8) -> bool) -> Option<usize> {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let Ok(word) = <[u8; 8]>::try_from(chunk) else { break };
+        let hits = flags(u64::from_le_bytes(word));
+        if hits != 0 {
+            return Some(at + (hits.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks.remainder().iter().position(|&b| matches(b)).map(|i| at + i)
 }
 
 /// Parses `bytes` as one JSON value, exactly as `serde_json::from_slice` would.
@@ -316,6 +356,37 @@ impl Parser<'_> {
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
     use super::*;
+
+    /// `find_special` finds what a byte-by-byte scan finds, wherever the byte sits in its word
+    /// and whatever follows it (bytes below and above it, UTF-8, every limit used).
+    #[test]
+    fn find_special_matches_a_plain_scan() {
+        let alphabet = [b'a', b' ', b'\t', b'\n', 0x00, 0x1f, 0x20, 0x21, b'"', b'\\', 0x7f, 0x80, 0xc3, 0xff, b'!', b'#', b'['];
+        let mut seed = 11u64;
+        let mut next = |n: usize| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            usize::try_from(seed >> 33).unwrap() % n
+        };
+        for _ in 0..50_000 {
+            let len = next(40);
+            // Mostly plain bytes, so matches land at every offset.
+            let bytes: Vec<u8> = (0..len).map(|_| if next(6) == 0 { alphabet[next(alphabet.len())] } else { b'a' + (next(26) as u8) }).collect();
+            for below in [0x20, 0x21, 0x01, 0x80] {
+                let plain = bytes.iter().position(|&b| b < below || b == b'"' || b == b'\\');
+                assert_eq!(find_special(&bytes, below), plain, "{bytes:?} below {below:#x}");
+            }
+        }
+    }
+
+    /// Strings are written as `serde_json` writes them.
+    #[test]
+    fn write_str_matches_serde() {
+        for s in ["", "plain", "01a21745-1849-70cc", "with \"quote\"", "back\\slash", "tab\there", "\u{1}", "é ∑ 😀", "0123456789abcdef\n"] {
+            let mut out = Vec::new();
+            write_str(&mut out, s).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(s).unwrap());
+        }
+    }
 
     /// Whatever the fast parser accepts, serde_json accepts and reads the same, number kinds
     /// and float bits included.

@@ -102,10 +102,10 @@ fn eval_decides_one_request_from_stdin() {
     assert_eq!(v["context"]["decided_by"], "rule:provisioning/tiny-resources");
 }
 
-/// A single evaluation's body is logged token for token as the client sent it: a
-/// pretty-printed body loses the whitespace between tokens (so it is one line), a string keeps
-/// its spaces, `35.0` stays `35.0` (a parsed-and-encoded value would read `35.0` too, but `1e3`
-/// would become `1000.0`), and the log still verifies.
+/// A single evaluation's body is logged as the client sent it, on one line: a pretty-printed
+/// body loses its line breaks and indentation, other spaces and a string's spaces stay,
+/// `35.0` stays `35.0` (a parsed-and-encoded value would read `35.0` too, but `1e3` would
+/// become `1000.0`), and the log still verifies.
 #[test]
 fn the_request_is_logged_as_sent_on_one_line() {
     let server = TestServer::example("provisioning");
@@ -118,7 +118,7 @@ fn the_request_is_logged_as_sent_on_one_line() {
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 1, "{text}");
-    let request = r#""request":{"subject":{"type":"user","id":"u-bob"},"action":{"name":"provision"},"resource":{"type":"cloud.vm","id":"vm-1","properties":{"project":"proj-alpha","monthly_cost":35.0,"cpus":1e3}},"context":{"why":"a b  c"}},"#;
+    let request = r#""request":{"subject": {"type": "user", "id": "u-bob"},"action": {"name": "provision"},"resource": {"type": "cloud.vm", "id": "vm-1","properties": {"project": "proj-alpha", "monthly_cost": 35.0, "cpus": 1e3}},"context": {"why": "a b  c"}},"#;
     assert!(lines[0].contains(request), "{}", lines[0]);
     let record: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
     assert_eq!(record["request"]["subject"]["id"], "u-bob");
