@@ -282,7 +282,14 @@ fn write_line(out: &mut Vec<u8>, r: &Record, prev: &str) -> Result<(), serde_jso
     if !r.errors.is_empty() {
         field(out, "errors", &r.errors)?;
     }
-    field(out, "timings", &r.timings)?;
+    let t = &r.timings;
+    out.extend_from_slice(b",\"timings\":{\"total_us\":");
+    write_u64(out, t.total_us);
+    out.extend_from_slice(b",\"rules_us\":");
+    write_u64(out, t.rules_us);
+    out.extend_from_slice(b",\"hooks_us\":");
+    write_u64(out, t.hooks_us);
+    out.push(b'}');
     let identity = &r.identity;
     out.extend_from_slice(b",\"identity\":{\"revision\":");
     crate::json::write_str(out, &identity.revision)?;
@@ -304,6 +311,21 @@ fn write_line(out: &mut Vec<u8>, r: &Record, prev: &str) -> Result<(), serde_jso
     text(out, "prev", prev)?;
     out.push(b'}');
     Ok(())
+}
+
+/// `n` in decimal, as `serde_json` writes it.
+fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    for slot in digits.iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+        start -= 1;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(digits.get(start..).unwrap_or_default());
 }
 
 /// Hex SHA-256 of one line's exact bytes, without its newline.
@@ -397,7 +419,10 @@ mod tests {
         full.identity.source = "".into();
         full.identity.synced_at = Some("2025-01-02T03:04:05.000Z".into());
         full.identity.loaded_at = "\"".into();
-        for r in [Record::for_test("r0"), full] {
+        let mut timed = full.clone();
+        timed.timings = Timings { total_us: u64::MAX, rules_us: 0, hooks_us: 1_000_000_007 };
+        full.timings = Timings { total_us: 10, rules_us: 9, hooks_us: 100 };
+        for r in [Record::for_test("r0"), full, timed] {
             let (mut line, mut prev) = (Vec::new(), GENESIS_PREV.to_owned());
             encode_line(&mut line, &r, &mut prev).unwrap();
             assert_eq!(prev, hex::encode(Sha256::digest(&line)));
