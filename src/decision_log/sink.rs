@@ -118,35 +118,18 @@ struct Writer {
     /// Threads deleting old rotated files (see `rotate_if_full`); joined by `finish`,
     /// finished ones dropped at each rotation.
     pruning: Vec<std::thread::JoinHandle<()>>,
-    /// The thread that syncs the active file behind the writer and drops what is on disk from
-    /// the page cache (see `sync_behind`); started on first use, `None` until then or after it
-    /// died.
-    flusher: Option<std::sync::mpsc::SyncSender<Flush>>,
+    /// `write` mode: the thread that syncs the active file behind the writer (see
+    /// `sync_behind`); started on first use, `None` until then or after it died.
+    flusher: Option<std::sync::mpsc::SyncSender<File>>,
     /// Bytes written since the active file was last handed to the flusher.
     unsynced: u64,
     /// After a failed rename: no rotation is tried before this.
     rotate_after: Option<std::time::Instant>,
 }
 
-/// Every this many bytes the active file is handed to the flusher: in `write` mode it is synced
-/// in the background, so the sync before a rotation has at most about this much left to write;
-/// in both modes what is on disk leaves the page cache.
+/// In `write` mode the active file is synced in the background every this many bytes, so the
+/// sync before a rotation has at most about this much left to write.
 const SYNC_EVERY: u64 = 8 * 1024 * 1024;
-
-/// The newest this many bytes of the active file stay in the page cache when the flusher drops
-/// the rest: the page being appended to is never read back from disk, and a reader tailing the
-/// file finds what it has not read yet in memory.
-const KEEP_CACHED: u64 = 1024 * 1024;
-
-/// One job of the flusher thread.
-struct Flush {
-    /// A handle of the active file.
-    file: File,
-    /// Sync it first (`write` mode; `fsync` mode has synced every group).
-    sync: bool,
-    /// Drop its cached pages below this offset (a multiple of 4096; 0: none).
-    drop_below: u64,
-}
 
 /// The open active file.
 struct Active {
@@ -817,37 +800,26 @@ impl Writer {
         }
     }
 
-    /// Every [`SYNC_EVERY`] bytes, hands a handle of the active file to the flusher thread,
-    /// which (in `write` mode) syncs it and then drops the pages that are on disk, all but the
-    /// newest [`KEEP_CACHED`] bytes, from the page cache. Nothing waits for it.
-    ///
-    /// The sync keeps the dirty tail small for the sync that must precede a rotation. Dropping
-    /// the pages keeps a write-only log from filling the page cache (and evicting the
-    /// application's), and makes appending cheaper: new pages come from memory the log just
-    /// gave back. On this project's VM, page-cache writes into memory never used before cost
-    /// twice as much (a 1 GB `dd` in 6,000-byte writes: 2.5 s of system time into fresh memory,
-    /// 1.0–1.2 s into reused memory).
+    /// `write` mode: every [`SYNC_EVERY`] bytes, hands a handle of the active file to the
+    /// flusher thread, which syncs it while the writer goes on. Nothing waits for it; it only
+    /// keeps the dirty tail small for the sync that must precede a rotation.
     fn sync_behind(&mut self, written: usize) {
+        if self.durability != Durability::Write || self.max_bytes == 0 {
+            return;
+        }
         self.unsynced = self.unsynced.saturating_add(written as u64);
         if self.unsynced < SYNC_EVERY {
             return;
         }
         let Some(active) = &self.active else { return };
         if self.flusher.is_none() {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Flush>(1);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<File>(1);
             let spawned = std::thread::Builder::new()
                 .name("decision-log-flush".to_owned())
                 .spawn(move || {
-                    for job in rx {
-                        // A failed sync is seen again, and reported, by the sync before rotating
-                        // (or by the next group's, in `fsync` mode); dirty pages are not dropped.
-                        if job.sync {
-                            let _ = job.file.sync_data();
-                        }
-                        if let Some(len) = std::num::NonZeroU64::new(job.drop_below) {
-                            // Only advice: a failure costs memory, never a record.
-                            let _ = rustix::fs::fadvise(&job.file, 0, Some(len), rustix::fs::Advice::DontNeed);
-                        }
+                    for file in rx {
+                        // A failure here is seen again, and reported, by the sync before rotating.
+                        let _ = file.sync_data();
                     }
                 });
             match spawned {
@@ -856,8 +828,7 @@ impl Writer {
             }
         }
         let (Some(flusher), Ok(file)) = (&self.flusher, active.file.try_clone()) else { return };
-        let drop_below = active.len.saturating_sub(KEEP_CACHED) & !4095;
-        match flusher.try_send(Flush { file, sync: self.durability == Durability::Write, drop_below }) {
+        match flusher.try_send(file) {
             // Full: a sync is already queued and will cover these bytes too.
             Ok(()) | Err(std::sync::mpsc::TrySendError::Full(_)) => self.unsynced = 0,
             Err(std::sync::mpsc::TrySendError::Disconnected(_)) => self.flusher = None,

@@ -277,58 +277,6 @@ async fn the_background_flush_and_rotation_keep_every_record() {
     assert_clean(&report, 8 * 180, 3);
 }
 
-/// What the flusher knows is on disk leaves the page cache: after 24 MiB, at most the newest
-/// unflushed 8 MiB plus the 1 MiB kept for the tail are cached, in both durabilities, and
-/// every record is intact. `fincore` (util-linux) counts the cached pages; the directory is
-/// under `target/`, since a tmpfs `/tmp` keeps every page.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn what_is_on_disk_leaves_the_page_cache() {
-    for durability in [Durability::Write, Durability::Fsync] {
-        let dir = TempDir::new_in(concat!(env!("CARGO_MANIFEST_DIR"), "/target")).unwrap();
-        let config = Config { durability, ..config(&dir) };
-        let log = DecisionLog::spawn(config.clone()).unwrap();
-        let mut tasks = tokio::task::JoinSet::new();
-        for task in 0..8 {
-            let log = log.clone();
-            tasks.spawn(async move {
-                for i in 0..48 {
-                    let mut record = Record::for_test(format!("t{task}-{i}"));
-                    record.reason = Some("x".repeat(64 * 1024));
-                    log.record(record).await.unwrap();
-                }
-            });
-        }
-        while let Some(done) = tasks.join_next().await {
-            done.unwrap();
-        }
-        log.close().await;
-        let size = fs::metadata(&config.path).unwrap().len();
-        assert!(size > 24 * 1024 * 1024, "{size}");
-        // The flusher works behind the writer, and outlives `close` by a moment.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let cached = cached_bytes(&config.path);
-            if cached <= 9 * 1024 * 1024 {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "{durability:?}: {cached} of {size} bytes still cached");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert_clean(&verify(&config.path).unwrap(), 8 * 48, 1);
-    }
-}
-
-/// Bytes of `path` in the page cache, from `fincore`.
-fn cached_bytes(path: &Path) -> u64 {
-    let out = std::process::Command::new("fincore")
-        .args(["--bytes", "--noheadings", "--raw", "--output", "RES"])
-        .arg(path)
-        .output()
-        .expect("fincore (util-linux) runs");
-    let text = String::from_utf8(out.stdout).unwrap();
-    text.trim().parse().unwrap_or_else(|_| panic!("fincore said `{text}`"))
-}
-
 /// A rotation whose rename fails (here a directory holds the target name) leaves the writer
 /// in the full file, losing nothing, and is not tried again on every group.
 #[tokio::test]
