@@ -1,7 +1,7 @@
 //! `verdict bench` as a user runs it, against a real `verdict serve` on 127.0.0.1: closed and
-//! open loop, errors by status, replaying a decision log, plots, in-process mode, and a quick
-//! run of the comparison harness (floor, Verdict and the Node.js webhook; Cerbos is left out
-//! so CI needs no Cerbos install).
+//! open loop, errors by status, replaying a decision log, plots, in-process mode, and two quick
+//! runs of the comparison harness: the floor, Verdict and the Node.js hook webhook; then
+//! Verdict, the Node.js CEL webhook and Cerbos (which `.ci/run` installs from npm).
 
 use std::path::Path;
 use std::process::Command;
