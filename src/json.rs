@@ -16,6 +16,9 @@
 //! This module must not accept a body that `serde_json` rejects, nor build a value that
 //! differs from `serde_json`'s, including number kinds (`u64`, `i64`, `f64`) and the
 //! last-wins rule for duplicate keys.
+//!
+//! The module also holds the JSON writing the decision log and the responses share: [`write_str`]
+//! and the eight-byte scans behind it and the log's one-line request ([`find_below`]).
 
 use serde_json::{Map, Number, Value};
 
@@ -29,7 +32,7 @@ const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
 /// Appends `value` as a JSON string, the bytes `serde_json` writes: copied between quotes when
 /// nothing in it needs escaping (ids, times, hashes, rule names), else written by `serde_json`.
 pub fn write_str(out: &mut Vec<u8>, value: &str) -> Result<(), serde_json::Error> {
-    if find_special(value.as_bytes(), 0x20).is_some() {
+    if needs_escape(value.as_bytes()) {
         return serde_json::to_writer(&mut *out, value);
     }
     out.push(b'"');
@@ -38,15 +41,12 @@ pub fn write_str(out: &mut Vec<u8>, value: &str) -> Result<(), serde_json::Error
     Ok(())
 }
 
-/// The position of the first byte of `bytes` that is below `below` (at most 128), a quote or a
-/// backslash: the bytes a JSON writer must look at.
-pub fn find_special(bytes: &[u8], below: u8) -> Option<usize> {
+/// Whether `bytes` has a byte that a JSON string must escape: a control character, a quote or
+/// a backslash (what `serde_json` escapes).
+fn needs_escape(bytes: &[u8]) -> bool {
     let (quote, backslash) = (ONES * u64::from(b'"'), ONES * u64::from(b'\\'));
-    find_first(
-        bytes,
-        |x| below_n(x, below) | below_n(x ^ quote, 1) | below_n(x ^ backslash, 1),
-        |b| b < below || b == b'"' || b == b'\\',
-    )
+    let flags = |x| below_n(x, 0x20) | below_n(x ^ quote, 1) | below_n(x ^ backslash, 1);
+    find_first(bytes, flags, |b| b < 0x20 || b == b'"' || b == b'\\').is_some()
 }
 
 /// The position of the first byte of `bytes` below `below` (at most 128).
@@ -357,10 +357,10 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
     use super::*;
 
-    /// `find_special` finds what a byte-by-byte scan finds, wherever the byte sits in its word
-    /// and whatever follows it (bytes below and above it, UTF-8, every limit used).
+    /// The eight-byte scans find what a byte-by-byte scan finds, wherever the byte sits in its
+    /// word and whatever follows it (bytes below and above it, UTF-8, several limits).
     #[test]
-    fn find_special_matches_a_plain_scan() {
+    fn scans_match_a_plain_scan() {
         let alphabet = [b'a', b' ', b'\t', b'\n', 0x00, 0x1f, 0x20, 0x21, b'"', b'\\', 0x7f, 0x80, 0xc3, 0xff, b'!', b'#', b'['];
         let mut seed = 11u64;
         let mut next = |n: usize| {
@@ -371,9 +371,11 @@ mod tests {
             let len = next(40);
             // Mostly plain bytes, so matches land at every offset.
             let bytes: Vec<u8> = (0..len).map(|_| if next(6) == 0 { alphabet[next(alphabet.len())] } else { b'a' + (next(26) as u8) }).collect();
-            for below in [0x20, 0x21, 0x01, 0x80] {
-                let plain = bytes.iter().position(|&b| b < below || b == b'"' || b == b'\\');
-                assert_eq!(find_special(&bytes, below), plain, "{bytes:?} below {below:#x}");
+            let plain = bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+            assert_eq!(needs_escape(&bytes), plain, "{bytes:?}");
+            for below in [0x0e, 0x20, 0x21, 0x01, 0x80] {
+                let plain = bytes.iter().position(|&b| b < below);
+                assert_eq!(find_below(&bytes, below), plain, "{bytes:?} below {below:#x}");
             }
         }
     }

@@ -197,7 +197,7 @@ impl Metrics {
     /// Counts one decision.
     pub fn decision(&self, decided_by: &'static str, allow: bool, elapsed: Duration) {
         match self.decision_counters.iter().find(|(by, _)| *by == decided_by) {
-            Some((_, [deny, allow_])) => if allow { allow_ } else { deny }.inc(),
+            Some((_, [deny, allowed])) => if allow { allowed } else { deny }.inc(),
             None => {
                 let decision = if allow { "allow" } else { "deny" };
                 self.decisions.get_or_create(&DecisionLabels { decided_by, decision }).inc()
