@@ -107,9 +107,47 @@ pub struct Snapshot {
     pub merge_report: Option<identity::MergeReport>,
 }
 
+/// Builds in a row whose inputs may move before [`Snapshot::build_with`] gives up.
+const SETTLE_ATTEMPTS: usize = 5;
+
+/// An input's real path, inode, length and modification time (seconds, nanoseconds).
+type InputStamp = (PathBuf, u64, u64, i64, i64);
+
+/// Where every input of a snapshot really is, symlinks resolved, with its inode, length and
+/// modification time (`None`: it cannot be resolved): the identity file, the visible entries
+/// of the policy and hook directories, and the collection files. Two equal lists mean no input
+/// was swapped (a ConfigMap update: a new directory, then the `..data` link renamed over) or
+/// rewritten in between.
+fn resolved_inputs(sources: &Sources) -> Vec<Option<InputStamp>> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut paths: Vec<PathBuf> = sources.identity_file.iter().cloned().collect();
+    for dir in std::iter::once(&sources.policy_dir).chain(sources.hooks.dir.as_ref()) {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        let mut visible: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| e.path())
+            .collect();
+        visible.sort();
+        paths.extend(visible);
+    }
+    paths.extend(sources.search.collections.iter().map(|c| c.file.clone()));
+    paths
+        .iter()
+        .map(|p| {
+            let real = std::fs::canonicalize(p).ok()?;
+            let meta = std::fs::metadata(&real).ok()?;
+            Some((real, meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec()))
+        })
+        .collect()
+}
+
 /// Why a snapshot could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// The inputs kept moving (being replaced) while they were read, this many builds in a row.
+    #[error("the policy, identity or hook files kept changing while being read ({0} tries); the next change reloads again")]
+    Unsettled(usize),
     /// One or more hooks do not compile or are misconfigured.
     #[error("{} hook error(s): {}", .0.len(), .0.join("; "))]
     Hooks(Vec<String>),
@@ -191,7 +229,31 @@ impl Snapshot {
     }
 
     /// Like [`Snapshot::build`], with `synced` as the SCIM data (a sync's candidate, or none).
+    ///
+    /// The inputs are files read one after another, so a swap of them all at once (a
+    /// Kubernetes ConfigMap update renames its `..data` symlink) can land between two reads
+    /// and mix two generations into one snapshot. So the build notes where each input really
+    /// is (symlinks resolved) before and after reading, and builds again if that moved; after
+    /// [`SETTLE_ATTEMPTS`] moving builds it gives up with [`BuildError::Unsettled`] (the old
+    /// snapshot keeps serving, and the watcher sees the next change).
     pub fn build_with(
+        sources: &Sources,
+        env: &cel::Env,
+        synced: Option<&identity::sync::Synced>,
+    ) -> Result<Snapshot, BuildError> {
+        for _ in 0..SETTLE_ATTEMPTS {
+            let before = resolved_inputs(sources);
+            let built = Snapshot::build_once(sources, env, synced);
+            if resolved_inputs(sources) == before {
+                return built;
+            }
+            tracing::debug!("snapshot inputs moved while being read; building again");
+        }
+        Err(BuildError::Unsettled(SETTLE_ATTEMPTS))
+    }
+
+    /// One build from the files as they are now.
+    fn build_once(
         sources: &Sources,
         env: &cel::Env,
         synced: Option<&identity::sync::Synced>,
@@ -678,3 +740,90 @@ fn normalize(p: &Path) -> PathBuf {
 /// `principal.found` is false.
 const EMPTY_SNAPSHOT: &str =
     r#"{"version":1,"users":[],"groups":[],"apps":[],"entitlements":[],"accounts":[],"grants":[]}"#;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+    use std::os::unix::fs::symlink;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Writes `generation`'s policy and identity into a new directory `cm/..NAME` and points
+    /// the ConfigMap's `..data` at it, atomically (a new link renamed over the old), as the
+    /// kubelet does.
+    fn publish(cm: &Path, name: &str, generation: u32) {
+        let data = cm.join(format!("..{name}"));
+        std::fs::create_dir(&data).unwrap();
+        let policy = format!(
+            "policy: gen\napplies_to: {{ actions: [read] }}\nrules:\n  - name: same\n    when: principal.attributes.generation == {generation}\n    effect: allow\n    reason: policy {generation}\n"
+        );
+        std::fs::write(data.join("gen.yaml"), policy).unwrap();
+        let users = format!(
+            r#"{{"version":1,"users":[{{"id":"alice","attributes":{{"generation":{generation}}}}}],"groups":[],"apps":[],"entitlements":[],"accounts":[],"grants":[]}}"#
+        );
+        std::fs::write(data.join("users.json"), users).unwrap();
+        let tmp = cm.join("..data_tmp");
+        symlink(format!("..{name}"), &tmp).unwrap();
+        std::fs::rename(&tmp, cm.join("..data")).unwrap();
+    }
+
+    /// A ConfigMap that keeps swapping between two generations while snapshots are built:
+    /// every snapshot that builds is one generation's, policy and identity together, never a
+    /// mix (a mix has a revision of its own).
+    #[test]
+    fn a_configmap_swap_during_a_build_never_mixes_generations() {
+        let dir = tempfile::tempdir().unwrap();
+        let cm = dir.path().join("cm");
+        std::fs::create_dir(&cm).unwrap();
+        publish(&cm, "first-1", 1);
+        symlink("..data/gen.yaml", cm.join("gen.yaml")).unwrap();
+        symlink("..data/users.json", cm.join("users.json")).unwrap();
+        let sources = Sources {
+            policy_dir: cm.clone(),
+            identity_file: Some(cm.join("users.json")),
+            hooks: HookSources::default(),
+            search: crate::config::Search::default(),
+            scim: None,
+        };
+        let env = cel::Env::new();
+        let mut pure = vec![Snapshot::build(&sources, &env).unwrap().revision];
+        publish(&cm, "first-2", 2);
+        pure.push(Snapshot::build(&sources, &env).unwrap().revision);
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let (stop, cm) = (stop.clone(), cm.clone());
+            std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                let mut previous = "first-2".to_owned();
+                // Bounded: until told, or 20 s. Each update is a new directory, the old one
+                // deleted after the swap.
+                for i in 0u32.. {
+                    if stop.load(Ordering::Relaxed) || started.elapsed() > Duration::from_secs(20) {
+                        break;
+                    }
+                    let name = format!("v{i}");
+                    publish(&cm, &name, 1 + i % 2);
+                    std::fs::remove_dir_all(cm.join(format!("..{previous}"))).unwrap();
+                    previous = name;
+                    std::thread::sleep(Duration::from_micros(300));
+                }
+            })
+        };
+        let (mut built, mut unsettled) = (0, 0);
+        for _ in 0..400 {
+            match Snapshot::build(&sources, &env) {
+                Ok(snapshot) => {
+                    assert!(pure.contains(&snapshot.revision), "a snapshot mixed two generations: {}", snapshot.revision);
+                    built += 1;
+                }
+                Err(BuildError::Unsettled(_)) => unsettled += 1,
+                // A read through a link that moved on mid-build; the next build settles.
+                Err(_) => {}
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().unwrap();
+        assert!(built > 0, "no build settled ({unsettled} unsettled)");
+    }
+}
