@@ -324,7 +324,7 @@ impl Engine {
             }
         }
         let (mut body, page) = req.response(&permitted);
-        let id = decision_id();
+        let id = decision_id(&now);
         let total_us = micros(started.elapsed());
         self.metrics.decision("search", !page.is_empty(), started.elapsed());
         let record = Record {
@@ -366,7 +366,7 @@ impl Engine {
         let total_us = micros(started.elapsed());
         let hooks_us: u64 = decision.hooks.iter().map(|h| h.elapsed_us).sum();
         self.metrics.decision(decision.decided_by.kind(), decision.allow, started.elapsed());
-        let id = decision_id();
+        let id = decision_id(&now);
         let record = Record {
             id: id.clone(),
             time: decision_log::rfc3339_millis(&now),
@@ -387,10 +387,10 @@ impl Engine {
     }
 }
 
-/// A UUIDv7 decision id: the Unix time in milliseconds, then 74 random bits from a per-thread
-/// generator seeded once from the OS (`uuid::Uuid::now_v7` asks the OS for randomness on
-/// every call, a system call per decision).
-fn decision_id() -> String {
+/// A UUIDv7 decision id: `now` (the record's time) in Unix milliseconds, then 74 random bits
+/// from a per-thread generator seeded once from the OS (`uuid::Uuid::now_v7` asks the OS for
+/// randomness on every call, a system call per decision).
+fn decision_id(now: &chrono::DateTime<chrono::Utc>) -> String {
     use std::cell::Cell;
     use std::hash::{BuildHasher as _, Hasher as _};
     thread_local! {
@@ -412,10 +412,7 @@ fn decision_id() -> String {
     for (dst, src) in random.iter_mut().zip(a.iter().chain(b.iter())) {
         *dst = *src;
     }
-    let millis = u64::try_from(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis()),
-    )
-    .unwrap_or(u64::MAX);
+    let millis = u64::try_from(now.timestamp_millis()).unwrap_or(0);
     let uuid = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
     // `encode_lower` writes the same text as `to_string`, without the formatting machinery.
     uuid.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).to_owned()
@@ -423,4 +420,27 @@ fn decision_id() -> String {
 
 fn micros(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    /// A decision id is a UUIDv7 whose time is the record's time (to the millisecond), and
+    /// two ids of the same millisecond differ.
+    #[test]
+    fn decision_ids_carry_the_record_time() {
+        let now = chrono::Utc::now();
+        let ids: Vec<String> = (0..1000).map(|_| decision_id(&now)).collect();
+        for id in &ids {
+            let uuid = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(uuid.get_version_num(), 7, "{id}");
+            let (secs, nanos) = uuid.get_timestamp().unwrap().to_unix();
+            let millis = i64::try_from(secs).unwrap() * 1000 + i64::from(nanos / 1_000_000);
+            assert_eq!(millis, now.timestamp_millis(), "{id}");
+        }
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+    }
 }
