@@ -233,7 +233,8 @@ impl Snapshot {
     /// The inputs are files read one after another, so a swap of them all at once (a
     /// Kubernetes ConfigMap update renames its `..data` symlink) can land between two reads
     /// and mix two generations into one snapshot. So the build notes where each input really
-    /// is (symlinks resolved) before and after reading, and builds again if that moved; after
+    /// is (symlinks resolved) and its inode, length and mtime before and after reading, and
+    /// builds again if any of that changed; after
     /// [`SETTLE_ATTEMPTS`] moving builds it gives up with [`BuildError::Unsettled`] (the old
     /// snapshot keeps serving, and the watcher sees the next change).
     pub fn build_with(
