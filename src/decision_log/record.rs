@@ -235,13 +235,16 @@ fn push_digits(out: &mut String, n: u32, width: u32) {
     }
 }
 
-/// Encodes `record` as one line into `line` (cleared first, no newline), chained to `prev`,
-/// then replaces `prev` with the hex SHA-256 of those bytes: the `prev` of the record that
-/// follows. On error `prev` is unchanged.
-pub(super) fn encode_line(line: &mut Vec<u8>, record: &Record, prev: &mut String) -> Result<(), serde_json::Error> {
-    line.clear();
-    write_line(line, record, prev)?;
-    line_hash_into(line, prev);
+/// Appends `record` to `out` as one line (no newline), chained to `prev`, then replaces
+/// `prev` with the hex SHA-256 of the line's bytes: the `prev` of the record that follows.
+/// On error `out` and `prev` are as they were.
+pub(super) fn encode_line(out: &mut Vec<u8>, record: &Record, prev: &mut String) -> Result<(), serde_json::Error> {
+    let start = out.len();
+    if let Err(error) = write_line(out, record, prev) {
+        out.truncate(start);
+        return Err(error);
+    }
+    line_hash_into(out.get(start..).unwrap_or_default(), prev);
     Ok(())
 }
 
@@ -449,6 +452,21 @@ mod tests {
     }
 
     /// A raw body is logged token for token, on one line, and reads back as the same value.
+    #[test]
+    fn lines_append_to_the_buffer_and_chain() {
+        let (mut buf, mut prev) = (b"earlier\n".to_vec(), GENESIS_PREV.to_owned());
+        encode_line(&mut buf, &Record::for_test("r0"), &mut prev).unwrap();
+        let first_end = buf.len();
+        let first_hash = prev.clone();
+        assert_eq!(first_hash, hex::encode(Sha256::digest(&buf[8..])));
+        encode_line(&mut buf, &Record::for_test("r1"), &mut prev).unwrap();
+        assert!(buf.starts_with(b"earlier\n{"));
+        let second = &buf[first_end..];
+        assert_eq!(prev, hex::encode(Sha256::digest(second)));
+        let second: serde_json::Value = serde_json::from_slice(second).unwrap();
+        assert_eq!((second["id"].as_str(), second["prev"].as_str()), (Some("r1"), Some(first_hash.as_str())));
+    }
+
     #[test]
     fn raw_request_is_logged_as_sent_on_one_line() {
         let body = "\t{\n  \"subject\": {\"type\": \"user\", \"id\": \"a\\nb \\\"q\\\\\"},\r\n  \"n\": 35.0,\n\t\"k\" : [ 1 , \"\\u0061 \" ] }\n";

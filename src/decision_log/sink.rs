@@ -110,8 +110,6 @@ struct Writer {
     next_rotation: u64,
     /// The group being written, reused.
     buf: Vec<u8>,
-    /// One encoded line, reused.
-    line: Vec<u8>,
     counters: Arc<Counters>,
     /// Sends `true` once everything is flushed (see `Shared::stopped`); `None` inline.
     stopped: Option<watch::Sender<bool>>,
@@ -183,7 +181,7 @@ pub(super) fn spawn(config: &Config, counters: Arc<Counters>) -> Result<Started,
     let (writer, stopped) = open_writer(config, counters, !inline)?;
     if inline {
         return Ok(Started::Inline(Arc::new(Inline {
-            writer: parking_lot::Mutex::new(Some(writer)),
+            combiner: parking_lot::Mutex::new(Combiner { writer: Some(writer), group: Vec::new() }),
             closed: std::sync::atomic::AtomicBool::new(false),
             pending: parking_lot::Mutex::new(Vec::new()),
             capacity: config.queue_capacity,
@@ -245,7 +243,6 @@ fn open_writer(
         prev,
         next_rotation,
         buf: Vec::new(),
-        line: Vec::new(),
         counters,
         stopped: stopped_tx,
         pruning: Vec::new(),
@@ -267,14 +264,23 @@ fn open_writer(
 /// works for everyone else for long. All of it is synchronous: a dropped request future
 /// cannot stop a combiner half-way.
 pub(super) struct Inline {
-    /// The file and the chain; `None` once closed.
-    writer: parking_lot::Mutex<Option<Writer>>,
+    /// Held by the combiner while it writes.
+    combiner: parking_lot::Mutex<Combiner>,
     /// Set by `close` before it takes the last pending records; `push` refuses afterwards
     /// (checked under the `pending` lock, so no record slips in behind the final group).
     closed: std::sync::atomic::AtomicBool,
     /// Records waiting for the next group, at most `capacity`.
     pending: parking_lot::Mutex<Vec<Pending>>,
     capacity: usize,
+}
+
+/// What the combiner of [`Inline`] holds.
+struct Combiner {
+    /// The file and the chain; `None` once closed.
+    writer: Option<Writer>,
+    /// The group being written, swapped with `pending` so that both keep their capacity and
+    /// taking a group allocates nothing. Empty between groups (`commit` drains it).
+    group: Vec<Pending>,
 }
 
 /// Why [`Inline::push`] did not queue a record.
@@ -312,19 +318,16 @@ impl Inline {
     /// Writes what is pending if no one else is writing (see the type's docs).
     pub(super) fn drain(self: &Arc<Self>) {
         for _ in 0..MAX_PASSES {
-            let Some(mut writer) = self.writer.try_lock() else {
+            let Some(mut combiner) = self.combiner.try_lock() else {
                 // The holder will see our records after it releases the writer.
                 return;
             };
-            let mut group = std::mem::take(&mut *self.pending.lock());
-            if group.is_empty() {
-                drop(writer);
+            if !combiner.commit_pending(&self.pending) {
+                drop(combiner);
                 if self.pending.lock().is_empty() {
                     return;
                 }
-                continue;
             }
-            self.commit_or_refuse(writer.as_mut(), &mut group);
         }
         if self.pending.lock().is_empty() {
             return;
@@ -337,21 +340,8 @@ impl Inline {
             // Not on a runtime (a plain thread): keep going here until nothing is left.
             Err(_) => {
                 while !self.pending.lock().is_empty() {
-                    let Some(mut writer) = self.writer.try_lock() else { return };
-                    let mut group = std::mem::take(&mut *self.pending.lock());
-                    self.commit_or_refuse(writer.as_mut(), &mut group);
-                }
-            }
-        }
-    }
-
-    /// Writes `group`, or answers it `Closed` once the writer is gone.
-    fn commit_or_refuse(&self, writer: Option<&mut Writer>, group: &mut Vec<Pending>) {
-        match writer {
-            Some(w) => w.commit(group),
-            None => {
-                for p in group.drain(..) {
-                    let _unanswered = p.done.send(Err(Error::Closed));
+                    let Some(mut combiner) = self.combiner.try_lock() else { return };
+                    combiner.commit_pending(&self.pending);
                 }
             }
         }
@@ -361,15 +351,31 @@ impl Inline {
     pub(super) fn close(&self) {
         // First: from here on `push` refuses, so the group taken below is the last.
         self.closed.store(true, Ordering::SeqCst);
-        let mut writer = self.writer.lock();
-        let mut group = std::mem::take(&mut *self.pending.lock());
-        if let Some(mut w) = writer.take() {
-            w.commit(&mut group);
+        let mut combiner = self.combiner.lock();
+        combiner.commit_pending(&self.pending);
+        if let Some(mut w) = combiner.writer.take() {
             w.finish();
         }
-        for p in group.drain(..) {
-            let _unanswered = p.done.send(Err(Error::Closed));
+    }
+}
+
+impl Combiner {
+    /// Takes everything pending as one group and writes it, or answers it `Closed` once the
+    /// writer is gone. Whether there was anything to take.
+    fn commit_pending(&mut self, pending: &parking_lot::Mutex<Vec<Pending>>) -> bool {
+        std::mem::swap(&mut *pending.lock(), &mut self.group);
+        if self.group.is_empty() {
+            return false;
         }
+        match &mut self.writer {
+            Some(w) => w.commit(&mut self.group),
+            None => {
+                for p in self.group.drain(..) {
+                    let _unanswered = p.done.send(Err(Error::Closed));
+                }
+            }
+        }
+        true
     }
 }
 
@@ -649,9 +655,8 @@ impl Writer {
         let mut prev = self.prev.clone();
         let mut waiters = Vec::with_capacity(group.len());
         for Pending { record, done } in group.drain(..) {
-            match record::encode_line(&mut self.line, &record, &mut prev) {
+            match record::encode_line(&mut self.buf, &record, &mut prev) {
                 Ok(()) => {
-                    self.buf.extend_from_slice(&self.line);
                     self.buf.push(b'\n');
                     waiters.push(done);
                 }
