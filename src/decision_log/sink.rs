@@ -353,7 +353,7 @@ impl Inline {
         self.closed.store(true, Ordering::SeqCst);
         let mut combiner = self.combiner.lock();
         combiner.commit_pending(&self.pending);
-        if let Some(mut w) = combiner.writer.take() {
+        if let Some(w) = combiner.writer.take() {
             w.finish();
         }
     }
