@@ -351,9 +351,11 @@ export type FetchResponse = {
 };
 
 /**
- * Outbound HTTP, only to hosts allow-listed for this hook. Rejects (throws when awaited) for
- * a host that is not allowed, a transport error, a timeout or a body over the size cap; any
- * HTTP status, 404 and 500 included, resolves to a {@link FetchResponse}.
+ * Outbound HTTP (`http://` or `https://`), only to hosts allow-listed for this hook. An
+ * `https://` server must present a certificate for the URL's host from the built-in roots or
+ * the hook's `ca_file`. Rejects (throws when awaited) for a host that is not allowed, a
+ * transport or TLS error, a timeout or a body over the size cap; any HTTP status, 404 and 500
+ * included, resolves to a {@link FetchResponse}.
  */
 export type Fetch = (url: string, init?: FetchInit) => Promise<FetchResponse>;
 

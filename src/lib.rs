@@ -56,3 +56,4 @@ pub mod policy;
 pub mod reload;
 pub mod server;
 pub mod shutdown;
+pub mod tls_client;

@@ -505,6 +505,7 @@ fn build_hooks(src: &HookSources) -> Result<HashMap<Arc<str>, Arc<HookSpec>>, Bu
                 timeout: settings.fetch_timeout,
                 max_response_bytes: settings.max_response_bytes,
                 cache_ttl: settings.cache_ttl,
+                ca_file: settings.ca_file.clone(),
             },
         };
         out.insert(Arc::from(name.as_str()), Arc::new(spec));

@@ -121,6 +121,7 @@ async fn run_case(
             timeout: settings.fetch_timeout,
             max_response_bytes: settings.max_response_bytes,
             cache_ttl: None,
+            ca_file: None,
         },
     });
     let mut input = case.get("request").cloned().ok_or("case needs a `request`")?;

@@ -75,8 +75,10 @@ pub struct Config {
 /// `[identity.scim]`: a SCIM 2.0 service provider that owns users and groups.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scim {
-    /// Base URL (`/Users` and `/Groups` are appended).
+    /// Base URL (`/Users` and `/Groups` are appended); `https://` or `http://`.
     pub base_url: String,
+    /// PEM certificates trusted for an `https` upstream besides the built-in roots.
+    pub ca_file: Option<PathBuf>,
     /// Secret holding the bearer token, if the upstream wants one.
     pub token_secret: Option<String>,
     /// Time between full syncs.
@@ -170,6 +172,8 @@ pub struct HookSettings {
     pub per_call: bool,
     /// Hosts `sdk.fetch` may reach.
     pub allowed_hosts: Vec<String>,
+    /// PEM certificates `sdk.fetch` trusts for `https` besides the built-in roots.
+    pub ca_file: Option<PathBuf>,
     /// Timeout of one fetch.
     pub fetch_timeout: Duration,
     /// Largest fetch response.
@@ -191,6 +195,7 @@ impl Default for HookSettings {
             max_output_bytes: crate::hooks::DEFAULT_MAX_OUTPUT_BYTES,
             per_call: false,
             allowed_hosts: Vec::new(),
+            ca_file: None,
             fetch_timeout: crate::hooks::DEFAULT_FETCH_TIMEOUT,
             max_response_bytes: crate::hooks::DEFAULT_MAX_RESPONSE_BYTES,
             cache_ttl: None,
@@ -469,8 +474,14 @@ impl Config {
             let base_url = r.base_url.unwrap_or_default();
             if base_url.is_empty() {
                 bad("identity.scim.base_url", "is required (e.g. `http://127.0.0.1:8080/v2`)".to_owned());
-            } else if !base_url.starts_with("http://") {
-                bad("identity.scim.base_url", format!("`{base_url}`: only `http://` upstreams are supported"));
+            } else if !base_url.starts_with("http://") && !base_url.starts_with("https://") {
+                bad("identity.scim.base_url", format!("`{base_url}`: only `https://` and `http://` upstreams are supported"));
+            }
+            let ca_file = r.ca_file.as_deref().map(&resolve);
+            if let Some(path) = &ca_file
+                && let Err(e) = crate::tls_client::config(Some(path))
+            {
+                bad("identity.scim.ca_file", e.to_string());
             }
             if let Some(s) = &r.token_secret
                 && (s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
@@ -498,6 +509,7 @@ impl Config {
             }
             Scim {
                 base_url,
+                ca_file,
                 token_secret: r.token_secret,
                 interval: ms(r.interval_ms, DEFAULT_SCIM_INTERVAL, "identity.scim.interval_ms", &mut bad),
                 timeout: ms(r.timeout_ms, DEFAULT_SCIM_TIMEOUT, "identity.scim.timeout_ms", &mut bad),
@@ -548,6 +560,12 @@ impl Config {
                     serde_json::Value::Null
                 }),
             };
+            let ca_file = r.ca_file.as_deref().map(&resolve);
+            if let Some(path) = &ca_file
+                && let Err(e) = crate::tls_client::config(Some(path))
+            {
+                bad(&key("ca_file"), e.to_string());
+            }
             settings.insert(
                 name.clone(),
                 HookSettings {
@@ -557,6 +575,7 @@ impl Config {
                     max_output_bytes: r.max_output_bytes.map_or(d.max_output_bytes, to_usize),
                     per_call,
                     allowed_hosts: r.allowed_hosts.unwrap_or_default(),
+                    ca_file,
                     fetch_timeout: r.fetch_timeout_ms.map_or(d.fetch_timeout, Duration::from_millis),
                     max_response_bytes: r.max_response_bytes.map_or(d.max_response_bytes, to_usize),
                     cache_ttl: r.cache_ttl_ms.filter(|t| *t > 0).map(Duration::from_millis),
@@ -721,13 +740,16 @@ mod tests {
         let p = dir.path().join("v.toml");
         std::fs::write(
             &p,
-            "[identity.scim]\nbase_url = \"https://idp.example/scim/v2\"\ntoken_secret = \"bad name\"\n\
+            "[identity.scim]\nbase_url = \"ldap://idp.example/scim/v2\"\ntoken_secret = \"bad name\"\n\
+             ca_file = \"missing-ca.pem\"\n\
              match = [\"email\", \"phone\"]\nretry_min_ms = 5000\nretry_max_ms = 10\ninterval_ms = 0\n",
         )
         .unwrap();
         let err = Config::load(Some(&p), &HashMap::new()).unwrap_err().to_string();
         for needle in [
             "identity.scim.base_url",
+            "identity.scim.ca_file",
+            "missing-ca.pem",
             "identity.scim.token_secret",
             "`phone`",
             "identity.scim.retry_max_ms",
@@ -735,9 +757,10 @@ mod tests {
         ] {
             assert!(err.contains(needle), "{needle}: {err}");
         }
-        std::fs::write(&p, "[identity.scim]\nbase_url = \"http://127.0.0.1:1/v2\"\nmatch = [\"username\"]\n").unwrap();
+        std::fs::write(&p, "[identity.scim]\nbase_url = \"https://idp.example/v2\"\nmatch = [\"username\"]\n").unwrap();
         let c = Config::load(Some(&p), &HashMap::new()).unwrap();
         let scim = c.scim.unwrap();
+        assert_eq!((scim.base_url.as_str(), scim.ca_file), ("https://idp.example/v2", None));
         assert_eq!(scim.match_rules, [crate::identity::MatchRule::Username]);
         assert_eq!(scim.interval, DEFAULT_SCIM_INTERVAL);
         assert!(scim.stale_is_ready && scim.read_through);

@@ -93,6 +93,8 @@ pub struct RawHook {
     pub isolation: Option<String>,
     /// Hosts (`host` or `host:port`) `sdk.fetch` may reach.
     pub allowed_hosts: Option<Vec<String>>,
+    /// PEM certificates `sdk.fetch` trusts for `https` besides the built-in roots.
+    pub ca_file: Option<String>,
     /// Timeout of one fetch, in milliseconds.
     pub fetch_timeout_ms: Option<u64>,
     /// Largest fetch response, in bytes.
@@ -173,8 +175,10 @@ pub struct RawIdentity {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawScim {
-    /// Base URL of the SCIM endpoints (`http://host:port/v2`).
+    /// Base URL of the SCIM endpoints (`https://host/scim/v2`, or `http://`).
     pub base_url: Option<String>,
+    /// PEM certificates trusted for an `https` upstream besides the built-in roots.
+    pub ca_file: Option<String>,
     /// Name of the secret holding the bearer token (`VERDICT_SECRET_<NAME>` or the secrets dir).
     pub token_secret: Option<String>,
     /// Time between full syncs, in milliseconds.

@@ -7,8 +7,8 @@
 //! QuickJS scheduler while the call awaits it. The answer goes back to JavaScript as JSON
 //! text (`{status, headers, body}` or `{error}`).
 //!
-//! Deliberately small: plain HTTP/1.1 over TCP (no TLS: `https://` URLs are refused with a
-//! clear message), no redirects followed, no cookies. Host names resolve through the system
+//! Deliberately small: HTTP/1.1, over TLS for `https://` URLs (trusting the built-in roots
+//! and the hook's `ca_file`, see [`crate::tls_client`]), no redirects followed, no cookies. Host names resolve through the system
 //! resolver. Connections are kept alive for reuse, per worker thread and target (at most
 //! [`MAX_IDLE_PER_TARGET`] idle); an idle connection carries no request, so nothing of a
 //! call outlives it.
@@ -106,6 +106,8 @@ struct Target {
     /// Host as written in the URL (brackets kept for IPv6), lowercase.
     host: String,
     port: u16,
+    /// `https`: TLS over the connection.
+    tls: bool,
     /// Path and query to send.
     path: String,
 }
@@ -231,25 +233,22 @@ fn check(url: &str, policy: &FetchPolicy) -> Result<Target, String> {
     let uri: http::Uri = url
         .parse()
         .map_err(|_| format!("fetch: `{url}` is not a valid URL"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "fetch {url}: https is not supported yet, only http"
-            ));
-        }
-        _ => return Err(format!("fetch: `{url}` is not an http URL")),
-    }
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(format!("fetch: `{url}` is not an http or https URL")),
+    };
+    let default_port = if tls { 443 } else { 80 };
     let host = uri
         .host()
         .map(str::to_ascii_lowercase)
         .ok_or_else(|| format!("fetch: `{url}` has no host"))?;
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri.port_u16().unwrap_or(default_port);
     let authority = format!("{host}:{port}");
     if !policy
         .allowed_hosts
         .iter()
-        .any(|allowed| normalize(allowed) == authority)
+        .any(|allowed| normalize(allowed, default_port) == authority)
     {
         return Err(format!(
             "fetch: host `{authority}` is not allowed for this hook"
@@ -258,11 +257,12 @@ fn check(url: &str, policy: &FetchPolicy) -> Result<Target, String> {
     let path = uri
         .path_and_query()
         .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-    Ok(Target { host, port, path })
+    Ok(Target { host, port, tls, path })
 }
 
-/// An allow-list entry as `host:port`, lowercase, the default port made explicit.
-fn normalize(entry: &str) -> String {
+/// An allow-list entry as `host:port`, lowercase, the URL scheme's default port made explicit
+/// (so `api.example` admits `https://api.example` and `http://api.example`).
+fn normalize(entry: &str, default_port: u16) -> String {
     let entry = entry.trim().to_ascii_lowercase();
     let has_port = match entry.rfind(']') {
         Some(close) => entry
@@ -273,7 +273,7 @@ fn normalize(entry: &str) -> String {
     if has_port {
         entry
     } else {
-        format!("{entry}:80")
+        format!("{entry}:{default_port}")
     }
 }
 
@@ -290,16 +290,16 @@ type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 type IdleList = Vec<(Instant, Sender)>;
 
 thread_local! {
-    /// Idle HTTP/1.1 connections by `(host, port)`, for this worker thread's runtime (a
+    /// Idle HTTP/1.1 connections by `(tls, host, port)`, for this worker thread's runtime (a
     /// connection's task lives on the runtime that made it, so the pool is per thread).
-    static IDLE: std::cell::RefCell<HashMap<(String, u16), IdleList>> = std::cell::RefCell::new(HashMap::new());
+    static IDLE: std::cell::RefCell<HashMap<(bool, String, u16), IdleList>> = std::cell::RefCell::new(HashMap::new());
 }
 
 /// An idle connection to `target` that is still open, if the pool has one.
 fn take_idle(target: &Target) -> Option<Sender> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        let list = idle.get_mut(&(target.host.clone(), target.port))?;
+        let list = idle.get_mut(&(target.tls, target.host.clone(), target.port))?;
         // Newest last: pop until one is fresh and open; older ones are dropped (closed).
         while let Some((since, sender)) = list.pop() {
             if since.elapsed() < MAX_IDLE && !sender.is_closed() {
@@ -317,7 +317,7 @@ fn put_idle(target: &Target, sender: Sender) {
     }
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        let list = idle.entry((target.host.clone(), target.port)).or_default();
+        let list = idle.entry((target.tls, target.host.clone(), target.port)).or_default();
         list.retain(|(since, _)| since.elapsed() < MAX_IDLE);
         if list.len() < MAX_IDLE_PER_TARGET {
             list.push((Instant::now(), sender));
@@ -325,14 +325,30 @@ fn put_idle(target: &Target, sender: Sender) {
     });
 }
 
-/// A new HTTP/1.1 connection; its I/O task runs on this thread's runtime.
-async fn connect(target: &Target) -> Result<Sender, String> {
+/// A new HTTP/1.1 connection (TLS for `https`, trusting `ca_file` too); its I/O task runs on
+/// this thread's runtime.
+async fn connect(target: &Target, ca_file: Option<&std::path::Path>) -> Result<Sender, String> {
     let connect_host = target.host.trim_start_matches('[').trim_end_matches(']');
     let stream = tokio::net::TcpStream::connect((connect_host, target.port))
         .await
         .map_err(|e| format!("cannot connect to {}:{}: {e}", target.host, target.port))?;
     let _ = stream.set_nodelay(true);
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    if !target.tls {
+        return start_http(stream).await;
+    }
+    let config = crate::tls_client::config(ca_file).map_err(|e| format!("tls: {e}"))?;
+    let stream = crate::tls_client::connect(config, &target.host, stream)
+        .await
+        .map_err(|e| format!("tls: {e}"))?;
+    start_http(stream).await
+}
+
+/// HTTP/1.1 over `io`, its connection task spawned on this thread's runtime.
+async fn start_http<T>(io: T) -> Result<Sender, String>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| format!("cannot start HTTP: {e}"))?;
     tokio::spawn(async move {
@@ -358,13 +374,14 @@ async fn exchange(target: &Target, method: &str, request: Request) -> Result<Res
         .body(body)
         .map_err(|e| format!("bad request: {e}"))?;
     let limit = request.policy.max_response_bytes;
+    let ca_file = request.policy.ca_file.as_deref();
     let (sender, response) = match take_idle(target) {
         Some(mut pooled) => match pooled.try_send_request(outgoing).await {
             Ok(response) => (pooled, response),
             Err(mut failed) => match failed.take_message() {
                 // Never sent: safe to send on a fresh connection, whatever the method.
                 Some(outgoing) => {
-                    let mut fresh = connect(target).await?;
+                    let mut fresh = connect(target, ca_file).await?;
                     let response = fresh.send_request(outgoing).await.map_err(|e| format!("request failed: {e}"))?;
                     (fresh, response)
                 }
@@ -372,7 +389,7 @@ async fn exchange(target: &Target, method: &str, request: Request) -> Result<Res
             },
         },
         None => {
-            let mut fresh = connect(target).await?;
+            let mut fresh = connect(target, ca_file).await?;
             let response = fresh.send_request(outgoing).await.map_err(|e| format!("request failed: {e}"))?;
             (fresh, response)
         }
@@ -399,7 +416,7 @@ async fn exchange(target: &Target, method: &str, request: Request) -> Result<Res
 
 /// The `Host` header: the host with its port unless it is the default.
 fn host_header(target: &Target) -> String {
-    if target.port == 80 {
+    if target.port == if target.tls { 443 } else { 80 } {
         target.host.clone()
     } else {
         format!("{}:{}", target.host, target.port)

@@ -121,6 +121,8 @@ pub struct FetchPolicy {
     /// Cache successful GET responses this long (per hook, keyed by URL and request
     /// headers); `None` disables the cache.
     pub cache_ttl: Option<Duration>,
+    /// PEM certificates trusted for `https` besides the built-in roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Everything a call needs to know about its hook; built at load, shared as `Arc`.
@@ -259,6 +261,7 @@ impl Default for FetchPolicy {
             timeout: DEFAULT_FETCH_TIMEOUT,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             cache_ttl: None,
+            ca_file: None,
         }
     }
 }

@@ -1096,8 +1096,11 @@ async fn fetch_to_other_hosts_is_rejected() {
             "http://example.com/ok".to_owned(),
             "FetchError: fetch: host `example.com:80` is not allowed for this hook",
         ),
-        (format!("https://{addr}/ok"), "https is not supported"),
-        ("ftp://example.com/x".to_owned(), "is not an http URL"),
+        (
+            "https://example.com/ok".to_owned(),
+            "FetchError: fetch: host `example.com:443` is not allowed for this hook",
+        ),
+        ("ftp://example.com/x".to_owned(), "is not an http or https URL"),
         ("not a url".to_owned(), "is not a valid URL"),
     ] {
         let out = call(&pool, &h, with_context(json!({"url": url})))

@@ -12,9 +12,10 @@
 //! listing stops at the first page that returns none. When `/ServiceProviderConfig`
 //! advertises `pagination.cursor`, the client pages with `cursor`/`nextCursor` instead.
 //!
-//! Only plain `http://` is spoken (the upstream is expected on loopback or behind a local
-//! proxy); each request opens its own HTTP/1.1 connection and the whole exchange is bounded
-//! by [`ScimConfig::timeout`]. Bad payloads produce an [`Error`], never a panic. Deletes are
+//! `https://` (certificate checked against the built-in roots and [`ScimConfig::ca_file`],
+//! see [`crate::tls_client`]) and plain `http://` are spoken; each request opens its own
+//! HTTP/1.1 connection and the whole exchange, TLS handshake included, is bounded by
+//! [`ScimConfig::timeout`]. Bad payloads produce an [`Error`], never a panic. Deletes are
 //! invisible to SCIM deltas, so only full syncs are offered.
 
 use std::collections::{BTreeMap, HashSet};
@@ -49,9 +50,12 @@ const DEFAULT_PAGE_SIZE: usize = 100;
 /// How to reach a SCIM service provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScimConfig {
-    /// Base URL of the SCIM endpoints, e.g. `http://127.0.0.1:8080/v2/` (`/Users` is appended);
-    /// only `http` is supported.
+    /// Base URL of the SCIM endpoints, e.g. `https://idp.example/scim/v2/` (`/Users` is
+    /// appended); `http` or `https`.
     pub base_url: String,
+    /// PEM certificates trusted for `https` besides the built-in roots (see
+    /// [`crate::tls_client`]).
+    pub ca_file: Option<std::path::PathBuf>,
     /// Bearer token sent as `Authorization: Bearer …`, if any.
     pub token: Option<String>,
     /// Resources asked for per page (`count`); the server may return fewer. 0 means 100.
@@ -126,6 +130,15 @@ pub enum Error {
         /// What the operating system said.
         error: std::io::Error,
     },
+    /// The TLS handshake failed (an untrusted or wrong certificate, say), or the trust
+    /// configuration (`ca_file`) could not be built.
+    #[error("{url}: tls: {message}")]
+    Tls {
+        /// The URL requested.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The HTTP exchange failed (connection closed, malformed response, ...).
     #[error("{url}: http error: {error}")]
     Http {
@@ -197,6 +210,8 @@ struct Target {
     host: String,
     /// TCP port.
     port: u16,
+    /// `https`: TLS over the connection.
+    tls: bool,
     /// `host:port` as written, for the `Host` header.
     authority: String,
     /// Path prefix without a trailing `/`, e.g. `/v2`.
@@ -371,6 +386,7 @@ impl ScimConfig {
     pub fn new(base_url: impl Into<String>) -> ScimConfig {
         ScimConfig {
             base_url: base_url.into(),
+            ca_file: None,
             token: None,
             page_size: DEFAULT_PAGE_SIZE,
             timeout: Duration::from_secs(30),
@@ -584,11 +600,12 @@ impl ScimClient {
                 url: base.clone(),
                 reason: error.to_string().to_lowercase(),
             })?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some(_) => return Err(bad("only http:// is supported")),
-            None => return Err(bad("missing http:// scheme")),
-        }
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            Some(_) => return Err(bad("only http:// and https:// are supported")),
+            None => return Err(bad("missing https:// or http:// scheme")),
+        };
         let authority = uri.authority().ok_or_else(|| bad("missing host"))?;
         let host = authority
             .host()
@@ -600,7 +617,8 @@ impl ScimClient {
         }
         Ok(Target {
             host,
-            port: authority.port_u16().unwrap_or(80),
+            port: authority.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+            tls,
             authority: authority.as_str().to_owned(),
             prefix: uri.path().trim_end_matches('/').to_owned(),
         })
@@ -653,12 +671,23 @@ impl ScimClient {
                 url: url.to_owned(),
                 error,
             })?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
-                .await
-                .map_err(http_error)?;
         // The connection ends when `sender` is dropped, on success, error or timeout alike.
-        tokio::spawn(connection);
+        let mut sender = if target.tls {
+            let tls_error = |message: String| Error::Tls { url: url.to_owned(), message };
+            let config = crate::tls_client::config(self.config.ca_file.as_deref()).map_err(|e| tls_error(e.to_string()))?;
+            let stream = crate::tls_client::connect(config, &target.host, stream)
+                .await
+                .map_err(|e| tls_error(e.to_string()))?;
+            let (sender, connection) =
+                hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await.map_err(http_error)?;
+            tokio::spawn(connection);
+            sender
+        } else {
+            let (sender, connection) =
+                hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await.map_err(http_error)?;
+            tokio::spawn(connection);
+            sender
+        };
 
         let mut builder = Request::builder()
             .method(method)
@@ -1040,6 +1069,7 @@ mod tests {
         fn client(&self, page_size: usize) -> ScimClient {
             ScimClient::new(ScimConfig {
                 base_url: self.base_url.clone(),
+                ca_file: None,
                 token: Some(TOKEN.to_owned()),
                 page_size,
                 timeout: Duration::from_secs(10),
@@ -1405,6 +1435,7 @@ mod tests {
     fn client_for(base_url: String, page_size: usize, timeout: Duration) -> ScimClient {
         ScimClient::new(ScimConfig {
             base_url,
+            ca_file: None,
             token: None,
             page_size,
             timeout,
@@ -1598,11 +1629,21 @@ mod tests {
             error.to_string().contains("no response within 300ms"),
             "{error}"
         );
+        // The same over https: a TLS handshake that never completes is bounded too.
+        let client = client_for(
+            format!("https://127.0.0.1:{port}/v2"),
+            10,
+            Duration::from_millis(300),
+        );
+        let started = std::time::Instant::now();
+        let error = client.user_by_username("alice").await.unwrap_err();
+        assert!(matches!(error, Error::Timeout { .. }), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(3));
         hold.abort();
 
         // Unusable base URLs.
         for url in [
-            "https://example.com/v2",
+            "ftp://example.com/v2",
             "127.0.0.1:80/v2",
             "http://",
             "http://h/v2?x=1",

@@ -204,6 +204,7 @@ impl ScimSource {
         };
         Ok(ScimClient::new(ScimConfig {
             base_url: self.settings.base_url.clone(),
+            ca_file: self.settings.ca_file.clone(),
             token,
             page_size: self.settings.page_size,
             timeout: self.settings.timeout,
@@ -416,6 +417,7 @@ mod tests {
     fn settings() -> Settings {
         Settings {
             base_url: "http://127.0.0.1:9/v2".to_owned(),
+            ca_file: None,
             token_secret: None,
             interval: Duration::from_secs(30),
             timeout: Duration::from_secs(1),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::util::{TestServer, copy_dir, eval_request, log_records, repo, wait_for};
+use crate::util::{TestServer, TlsFront, copy_dir, eval_request, log_records, repo, wait_for};
 
 /// The stand-in billing API (examples/provisioning/billing_standin.py) on a free port.
 struct Billing {
@@ -52,6 +52,50 @@ fn provisioning() -> (TestServer, Billing) {
 
 fn request_file(name: &str) -> Value {
     serde_json::from_slice(&std::fs::read(repo().join("examples/provisioning/requests").join(name)).unwrap()).unwrap()
+}
+
+/// The cost check with the billing API behind HTTPS, from a CA that only the hook's
+/// `ca_file` trusts: the fetch verifies the certificate and decides; without the CA the
+/// handshake fails, and the rule's `on_error` denies with the cause.
+#[test]
+fn hook_fetch_over_https_trusts_the_configured_ca_only() {
+    let billing_dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo().join("examples/provisioning"), billing_dir.path());
+    let billing = Billing::start(billing_dir.path());
+    let front = TlsFront::start(billing.port);
+    let server = |trust: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&repo().join("examples/provisioning"), dir.path());
+        std::fs::write(dir.path().join("billing-ca.pem"), &front.ca_pem).unwrap();
+        let cfg = dir.path().join("verdict.toml");
+        // Generous limits: the binary under test is a debug build, whose TLS is slow.
+        let mut text = std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("http://127.0.0.1:9300", &format!("https://127.0.0.1:{}", front.port))
+            .replace("127.0.0.1:9300", &format!("127.0.0.1:{}", front.port))
+            .replace("deadline_ms = 500", "deadline_ms = 5000")
+            .replace("fetch_timeout_ms = 300", "fetch_timeout_ms = 4000");
+        if trust {
+            text = text.replace("fetch_timeout_ms = 4000", "fetch_timeout_ms = 4000\nca_file = \"billing-ca.pem\"");
+        }
+        assert!(text.contains(&format!("https://127.0.0.1:{}", front.port)) && text.contains("deadline_ms = 5000"));
+        std::fs::write(&cfg, text).unwrap();
+        TestServer::start(&cfg, dir, &["--decision-log", "decisions.log"])
+    };
+
+    let trusted = server(true);
+    let v = trusted.client().post_json("/access/v1/evaluation", &request_file("hook-allow.json")).json();
+    assert_eq!(v["decision"], true, "{v}");
+    assert!(v["context"]["decided_by"].as_str().unwrap().starts_with("hook:cost-threshold@"), "{v}");
+    assert_eq!(v["context"]["outputs"]["remaining"], json!(1180));
+
+    let untrusted = server(false);
+    let v = untrusted.client().post_json("/access/v1/evaluation", &request_file("hook-allow.json")).json();
+    assert_eq!(v["decision"], false, "{v}");
+    assert_eq!(v["context"]["decided_by"], "error", "{v}");
+    let errors = v["context"]["errors"].to_string();
+    assert!(errors.contains("tls") && errors.contains("certificate"), "{v}");
+    drop(billing);
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::util::{TestServer, eval_request, log_records, repo, wait_for};
+use crate::util::{TestServer, TlsFront, eval_request, log_records, repo, wait_for};
 
 const TOKEN: &str = "scim-test-token";
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -360,6 +360,33 @@ fn an_unreachable_upstream_at_startup_is_not_ready_until_a_sync_succeeds() {
     drop(scim);
     wait_for(Duration::from_secs(10), || server.admin_client().get("/readyz").status == 503);
     assert!(allowed(&server, "alice", "use"));
+}
+
+/// The real SCIM server behind HTTPS, from a CA that only `ca_file` trusts: the sync
+/// verifies the certificate and succeeds; without the CA it fails, naming TLS and the
+/// certificate, and the sidecar is not ready.
+#[test]
+fn syncs_over_https_trusting_the_configured_ca() {
+    let scim = Scim::start(free_port());
+    scim.user("alice", true);
+    let front = TlsFront::start(scim.port);
+    let url = format!("https://127.0.0.1:{}/v2", front.port);
+
+    let (dir, config) = deployment(&url, "ca_file = \"scim-ca.pem\"\ntimeout_ms = 10000");
+    std::fs::write(dir.path().join("scim-ca.pem"), &front.ca_pem).unwrap();
+    let server = start(dir, &config);
+    assert!(allowed(&server, "alice", "use"));
+    let s = status(&server);
+    assert_eq!(s["identity"]["scim"]["stale"], false, "{s}");
+    assert_eq!(s["identity"]["scim"]["data"]["users"], 1, "{s}");
+    drop(server);
+
+    let (dir, config) = deployment(&url, "stale_is_ready = false\nretry_min_ms = 100\nretry_max_ms = 200");
+    let server = start(dir, &config);
+    assert_eq!(server.admin_client().get("/readyz").status, 503);
+    let s = status(&server);
+    let error = s["identity"]["scim"]["health"]["last_error"].as_str().unwrap_or_default().to_owned();
+    assert!(error.contains("tls") && error.contains("certificate"), "{s}");
 }
 
 /// A broken upstream payload (here from a static-file stand-in, since a real SCIM server

@@ -1,0 +1,129 @@
+//! TLS for the HTTP Verdict sends: the SCIM client and `sdk.fetch`, for `https://` URLs.
+//!
+//! Trust: the Mozilla root certificates compiled into the binary (`webpki-roots`, so a
+//! distroless image needs no CA bundle), plus every PEM certificate of an optional `ca_file`
+//! (a private CA, or a self-signed upstream). The server's certificate must name the host of
+//! the URL (a DNS name, or an IP address in the certificate's IP SANs). HTTP/1.1 is offered
+//! by ALPN. No client certificates.
+//!
+//! Configurations are built on first use and kept, keyed by the CA file's path, length and
+//! mtime: a CA file replaced on disk is read again, and a sync or fetch does not parse the
+//! roots each time.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+/// A trust configuration that cannot be built.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The CA file cannot be read, or holds no usable certificate.
+    #[error("CA file `{}`: {message}", path.display())]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// Kept configurations; a handful at most (one per distinct CA file).
+const MAX_KEPT: usize = 16;
+
+/// The kept configuration's key: `None` for the built-in roots alone.
+type Key = Option<(PathBuf, u64, Option<SystemTime>)>;
+
+static KEPT: parking_lot::Mutex<Vec<(Key, Arc<rustls::ClientConfig>)>> = parking_lot::Mutex::new(Vec::new());
+
+/// The client configuration trusting the built-in roots and, if given, `ca_file`'s
+/// certificates.
+pub fn config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let key = match ca_file {
+        None => None,
+        Some(path) => {
+            let meta = std::fs::metadata(path).map_err(|e| ca_error(path, e))?;
+            Some((path.to_path_buf(), meta.len(), meta.modified().ok()))
+        }
+    };
+    if let Some((_, kept)) = KEPT.lock().iter().find(|(k, _)| *k == key) {
+        return Ok(Arc::clone(kept));
+    }
+    let built = Arc::new(build(ca_file)?);
+    let mut kept = KEPT.lock();
+    if kept.len() >= MAX_KEPT {
+        kept.remove(0);
+    }
+    kept.push((key, Arc::clone(&built)));
+    Ok(built)
+}
+
+fn build(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| ca_error(path, e))?;
+        let certs = rustls_pemfile::certs(&mut pem.as_slice())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ca_error(path, e))?;
+        if certs.is_empty() {
+            return Err(ca_error(path, "no PEM certificate found"));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| ca_error(path, e))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ca_error(Path::new("-"), e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn ca_error(path: &Path, message: impl ToString) -> Error {
+    Error::CaFile { path: path.to_path_buf(), message: message.to_string() }
+}
+
+/// The TLS handshake over `tcp` with `host` (a DNS name or an IP address, IPv6 with or
+/// without brackets), verifying its certificate against `config`.
+pub async fn connect(
+    config: Arc<rustls::ClientConfig>,
+    host: &str,
+    tcp: TcpStream,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let name = ServerName::try_from(bare.to_owned())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("`{host}` is not a TLS server name: {e}")))?;
+    tokio_rustls::TlsConnector::from(config).connect(name, tcp).await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    #[test]
+    fn built_in_roots_and_ca_files() {
+        let plain = config(None).unwrap();
+        assert!(Arc::ptr_eq(&plain, &config(None).unwrap()), "kept, not rebuilt");
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let cert = rcgen::generate_simple_self_signed(vec!["upstream.test".to_owned()]).unwrap();
+        std::fs::write(&ca, cert.cert.pem()).unwrap();
+        let with_ca = config(Some(&ca)).unwrap();
+        assert!(!Arc::ptr_eq(&plain, &with_ca));
+        assert!(Arc::ptr_eq(&with_ca, &config(Some(&ca)).unwrap()));
+
+        let missing = config(Some(&dir.path().join("nope.pem"))).unwrap_err().to_string();
+        assert!(missing.contains("nope.pem"), "{missing}");
+        std::fs::write(&ca, "not a certificate\n").unwrap();
+        let empty = config(Some(&ca)).unwrap_err().to_string();
+        assert!(empty.contains("no PEM certificate"), "{empty}");
+    }
+}
