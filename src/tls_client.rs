@@ -1,4 +1,5 @@
-//! TLS for the HTTP Verdict sends: the SCIM client and `sdk.fetch`, for `https://` URLs.
+//! TLS for the HTTP Verdict sends (the SCIM client, `sdk.fetch` and `verdict bench`), for
+//! `https://` URLs, and the HTTP/1.1 client connection they share ([`http1`]).
 //!
 //! Trust: the Mozilla root certificates compiled into the binary (`webpki-roots`, so a
 //! distroless image needs no CA bundle), plus every PEM certificate of an optional `ca_file`
@@ -14,6 +15,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -88,6 +93,42 @@ fn build(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Error> {
 
 fn ca_error(path: &Path, message: impl ToString) -> Error {
     Error::CaFile { path: path.to_path_buf(), message: message.to_string() }
+}
+
+/// Why [`http1`] could not start a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The TLS handshake failed (an untrusted certificate, one for another name, …).
+    #[error("tls: {0}")]
+    Tls(std::io::Error),
+    /// The HTTP/1.1 handshake failed.
+    #[error("cannot start HTTP: {0}")]
+    Http(hyper::Error),
+}
+
+/// An HTTP/1.1 client connection over `tcp`, through TLS with the server `host` when `tls` is
+/// given; its connection task is spawned on the current runtime and ends when the returned
+/// sender is dropped or the server closes the connection.
+pub async fn http1(
+    tcp: TcpStream,
+    tls: Option<(Arc<rustls::ClientConfig>, &str)>,
+) -> Result<SendRequest<Full<Bytes>>, ConnectError> {
+    match tls {
+        None => start(tcp).await,
+        Some((config, host)) => start(connect(config, host, tcp).await.map_err(ConnectError::Tls)?).await,
+    }
+}
+
+async fn start<T>(io: T) -> Result<SendRequest<Full<Bytes>>, ConnectError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(ConnectError::Http)?;
+    tokio::spawn(async move {
+        let _closed = connection.await;
+    });
+    Ok(sender)
 }
 
 /// The TLS handshake over `tcp` with `host` (a DNS name or an IP address, IPv6 with or

@@ -417,7 +417,7 @@ async fn verify(servers: &[Server], ask: &Ask) -> Result<(), Error> {
 
 fn target(servers: &[Server], ask: &Ask) -> Result<HttpTarget, Error> {
     let server = servers.get(ask.server).ok_or_else(|| Error::Setup(format!("{}: no server", ask.name)))?;
-    HttpTarget::parse(&format!("http://{}{}", server.addr, ask.path), "POST", &[])
+    HttpTarget::parse(&format!("http://{}{}", server.addr, ask.path), "POST", &[], None)
 }
 
 /// One run of one contender, with the server's CPU time around it.

@@ -18,7 +18,6 @@ use hdrhistogram::Histogram;
 use http::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
@@ -38,6 +37,8 @@ pub struct HttpTarget {
     method: http::Method,
     /// `host:port`, for connecting and for the `Host` header.
     authority: String,
+    /// `https`: the TLS client configuration, and the host its certificate must name.
+    tls: Option<(Arc<rustls::ClientConfig>, String)>,
     path: http::uri::PathAndQuery,
     headers: Vec<(HeaderName, HeaderValue)>,
 }
@@ -88,19 +89,28 @@ struct Live {
 // === impl HttpTarget ===
 
 impl HttpTarget {
-    /// Parses the URL (`http://host:port/path`), the method and `Name: value` headers.
-    pub fn parse(url: &str, method: &str, headers: &[String]) -> Result<HttpTarget, Error> {
+    /// Parses the URL (`http://host:port/path` or `https://…`), the method and `Name: value`
+    /// headers. An `https` server's certificate must chain to the built-in roots or to
+    /// `ca_file` (see [`crate::tls_client`]).
+    pub fn parse(url: &str, method: &str, headers: &[String], ca_file: Option<&Path>) -> Result<HttpTarget, Error> {
         let bad = |message: &str| Error::Url { url: url.to_owned(), message: message.to_owned() };
         let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => return Err(bad("https is not supported; benchmark over plain http on 127.0.0.1")),
-            _ => return Err(bad("expected http://HOST:PORT/PATH")),
-        }
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(bad("expected http://HOST:PORT/PATH or https://…")),
+        };
         let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+        let tls = match https {
+            false => None,
+            true => {
+                let config = crate::tls_client::config(ca_file).map_err(|e| Error::Settings(e.to_string()))?;
+                Some((config, authority.host().to_owned()))
+            }
+        };
         let authority = match authority.port_u16() {
             Some(_) => authority.to_string(),
-            None => format!("{}:80", authority.host()),
+            None => format!("{}:{}", authority.host(), if https { 443 } else { 80 }),
         };
         let path = uri.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
@@ -112,7 +122,7 @@ impl HttpTarget {
             let value = HeaderValue::from_str(value.trim()).map_err(|_| Error::Header(h.clone()))?;
             parsed.push((name, value));
         }
-        Ok(HttpTarget { url: url.to_owned(), method, authority, path, headers: parsed })
+        Ok(HttpTarget { url: url.to_owned(), method, authority, tls, path, headers: parsed })
     }
 
     fn request(&self, body: Bytes) -> Result<http::Request<Full<Bytes>>, http::Error> {
@@ -130,13 +140,8 @@ impl HttpTarget {
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
         let stream = tokio::net::TcpStream::connect(&self.authority).await.map_err(|e| e.to_string())?;
         let _ = stream.set_nodelay(true);
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-        // The connection task ends when the sender drops or the server closes the connection.
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(sender)
+        let tls = self.tls.as_ref().map(|(config, host)| (Arc::clone(config), host.as_str()));
+        crate::tls_client::http1(stream, tls).await.map_err(|e| e.to_string())
     }
 }
 

@@ -47,6 +47,10 @@ pub struct RunArgs {
     /// In-process: also write every decision to DIR/decisions.log before it counts.
     #[arg(long, requires = "in_process")]
     pub log_dir: Option<PathBuf>,
+    /// With an https:// URL: PEM certificates trusted besides the built-in roots (e.g. the
+    /// CA of a test server's certificate).
+    #[arg(long, requires = "url")]
+    pub ca_file: Option<PathBuf>,
     /// HTTP method.
     #[arg(long, default_value = "POST")]
     pub method: String,
@@ -223,7 +227,7 @@ async fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
     load.validate()?;
     let report = match &args.url {
         Some(url) => {
-            let target = HttpTarget::parse(url, &args.method, &args.headers)?;
+            let target = HttpTarget::parse(url, &args.method, &args.headers, args.ca_file.as_deref())?;
             let label = args.label.clone().unwrap_or_else(|| url.clone());
             bench::run_http(target, bodies, &load, label).await?
         }

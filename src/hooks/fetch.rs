@@ -34,7 +34,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -333,29 +332,11 @@ async fn connect(target: &Target, ca_file: Option<&std::path::Path>) -> Result<S
         .await
         .map_err(|e| format!("cannot connect to {}:{}: {e}", target.host, target.port))?;
     let _ = stream.set_nodelay(true);
-    if !target.tls {
-        return start_http(stream).await;
-    }
-    let config = crate::tls_client::config(ca_file).map_err(|e| format!("tls: {e}"))?;
-    let stream = crate::tls_client::connect(config, &target.host, stream)
-        .await
-        .map_err(|e| format!("tls: {e}"))?;
-    start_http(stream).await
-}
-
-/// HTTP/1.1 over `io`, its connection task spawned on this thread's runtime.
-async fn start_http<T>(io: T) -> Result<Sender, String>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| format!("cannot start HTTP: {e}"))?;
-    tokio::spawn(async move {
-        // Ends when the peer closes or the sender (pooled or not) is dropped.
-        let _closed = connection.await;
-    });
-    Ok(sender)
+    let tls = match target.tls {
+        false => None,
+        true => Some((crate::tls_client::config(ca_file).map_err(|e| format!("tls: {e}"))?, target.host.as_str())),
+    };
+    crate::tls_client::http1(stream, tls).await.map_err(|e| e.to_string())
 }
 
 /// Sends on a pooled connection when there is one (falling back to a new connection if

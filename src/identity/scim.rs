@@ -25,7 +25,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt as _, Full, Limited};
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -671,23 +670,19 @@ impl ScimClient {
                 url: url.to_owned(),
                 error,
             })?;
-        // The connection ends when `sender` is dropped, on success, error or timeout alike.
-        let mut sender = if target.tls {
-            let tls_error = |message: String| Error::Tls { url: url.to_owned(), message };
-            let config = crate::tls_client::config(self.config.ca_file.as_deref()).map_err(|e| tls_error(e.to_string()))?;
-            let stream = crate::tls_client::connect(config, &target.host, stream)
-                .await
-                .map_err(|e| tls_error(e.to_string()))?;
-            let (sender, connection) =
-                hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await.map_err(http_error)?;
-            tokio::spawn(connection);
-            sender
-        } else {
-            let (sender, connection) =
-                hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await.map_err(http_error)?;
-            tokio::spawn(connection);
-            sender
+        let tls = match target.tls {
+            false => None,
+            true => {
+                let config = crate::tls_client::config(self.config.ca_file.as_deref())
+                    .map_err(|e| Error::Tls { url: url.to_owned(), message: e.to_string() })?;
+                Some((config, target.host.as_str()))
+            }
         };
+        // The connection ends when `sender` is dropped, on success, error or timeout alike.
+        let mut sender = crate::tls_client::http1(stream, tls).await.map_err(|e| match e {
+            crate::tls_client::ConnectError::Tls(e) => Error::Tls { url: url.to_owned(), message: e.to_string() },
+            crate::tls_client::ConnectError::Http(error) => http_error(error),
+        })?;
 
         let mut builder = Request::builder()
             .method(method)

@@ -135,3 +135,33 @@ async fn mtls_requires_a_client_certificate_from_the_ca() {
     let tls = connect(&server, client_config(&pki, Some((cert, key)), b"http/1.1")).await.unwrap();
     assert_eq!(decide(tls, false).await["decision"], true);
 }
+
+/// `verdict bench` measures the HTTPS listener when told to trust its CA (`--ca-file`);
+/// without it the run fails before any load, naming TLS and the certificate.
+#[test]
+fn bench_measures_an_https_endpoint() {
+    let pki = pki();
+    let server = tls_server(&pki, false);
+    let ca = server.dir.path().join("ca.pem");
+    let url = format!("https://127.0.0.1:{}/access/v1/evaluation", server.addr.port());
+    let body = repo().join("examples/provisioning/requests/cel-allow.json");
+    let run = |trust: bool| {
+        let mut cmd = std::process::Command::new(crate::util::bin());
+        cmd.args(["bench", "--url", &url, "--connections", "2", "--warmup", "0", "--duration", "1", "--json", "--body"]).arg(&body);
+        if trust {
+            cmd.arg("--ca-file").arg(&ca);
+        }
+        cmd.output().unwrap()
+    };
+    let trusted = run(true);
+    assert!(trusted.status.success(), "{}", String::from_utf8_lossy(&trusted.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&trusted.stdout).unwrap();
+    assert!(r["requests"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["errors"]["total"], 0, "{r}");
+    assert_eq!(r["ok"], r["requests"], "{r}");
+
+    let untrusted = run(false);
+    assert!(!untrusted.status.success());
+    let err = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(err.contains("tls") && err.contains("certificate"), "{err}");
+}
