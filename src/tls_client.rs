@@ -34,6 +34,9 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// rustls refused the configuration.
+    #[error("TLS client configuration: {0}")]
+    Config(String),
 }
 
 /// Kept configurations; a handful at most (one per distinct CA file).
@@ -84,7 +87,7 @@ fn build(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| ca_error(Path::new("-"), e))?
+        .map_err(|e| Error::Config(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];

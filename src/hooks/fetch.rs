@@ -8,10 +8,10 @@
 //! text (`{status, headers, body}` or `{error}`).
 //!
 //! Deliberately small: HTTP/1.1, over TLS for `https://` URLs (trusting the built-in roots
-//! and the hook's `ca_file`, see [`crate::tls_client`]), no redirects followed, no cookies. Host names resolve through the system
-//! resolver. Connections are kept alive for reuse, per worker thread and target (at most
-//! [`MAX_IDLE_PER_TARGET`] idle); an idle connection carries no request, so nothing of a
-//! call outlives it.
+//! and the hook's `ca_file`, see [`crate::tls_client`]), no redirects followed, no cookies.
+//! Host names resolve through the system resolver. Connections are kept alive for reuse, per
+//! worker thread and target (at most [`MAX_IDLE_PER_TARGET`] idle); an idle connection
+//! carries no request, so nothing of a call outlives it.
 //!
 //! Every request ends by the earlier of its own timeout and the call's cancellation (a call
 //! that times out or finishes cancels what it left running), so no host I/O outlives its
