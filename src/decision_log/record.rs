@@ -451,7 +451,7 @@ mod tests {
         }
     }
 
-    /// A raw body is logged token for token, on one line, and reads back as the same value.
+    /// Each line is appended after what the buffer holds, and chains to the one before.
     #[test]
     fn lines_append_to_the_buffer_and_chain() {
         let (mut buf, mut prev) = (b"earlier\n".to_vec(), GENESIS_PREV.to_owned());
@@ -467,6 +467,7 @@ mod tests {
         assert_eq!((second["id"].as_str(), second["prev"].as_str()), (Some("r1"), Some(first_hash.as_str())));
     }
 
+    /// A raw body is logged token for token, on one line, and reads back as the same value.
     #[test]
     fn raw_request_is_logged_as_sent_on_one_line() {
         let body = "\t{\n  \"subject\": {\"type\": \"user\", \"id\": \"a\\nb \\\"q\\\\\"},\r\n  \"n\": 35.0,\n\t\"k\" : [ 1 , \"\\u0061 \" ] }\n";

@@ -288,17 +288,28 @@ type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 /// Idle connections to one target with the time each went idle, newest last.
 type IdleList = Vec<(Instant, Sender)>;
 
-thread_local! {
-    /// Idle HTTP/1.1 connections by `(tls, host, port)`, for this worker thread's runtime (a
-    /// connection's task lives on the runtime that made it, so the pool is per thread).
-    static IDLE: std::cell::RefCell<HashMap<(bool, String, u16), IdleList>> = std::cell::RefCell::new(HashMap::new());
+/// What a pooled connection may be reused for: the same host and port, and for TLS the same
+/// trust (`ca_file`), so a hook never rides on a connection whose certificate was checked
+/// against another hook's CA. A CA file changed on disk applies to new connections; idle ones
+/// live at most [`MAX_IDLE`].
+type PoolKey = (Option<Option<std::path::PathBuf>>, String, u16);
+
+fn pool_key(target: &Target, ca_file: Option<&std::path::Path>) -> PoolKey {
+    let trust = target.tls.then(|| ca_file.map(std::path::Path::to_path_buf));
+    (trust, target.host.clone(), target.port)
 }
 
-/// An idle connection to `target` that is still open, if the pool has one.
-fn take_idle(target: &Target) -> Option<Sender> {
+thread_local! {
+    /// Idle HTTP/1.1 connections by [`PoolKey`], for this worker thread's runtime (a
+    /// connection's task lives on the runtime that made it, so the pool is per thread).
+    static IDLE: std::cell::RefCell<HashMap<PoolKey, IdleList>> = std::cell::RefCell::new(HashMap::new());
+}
+
+/// An idle connection for `key` that is still open, if the pool has one.
+fn take_idle(key: &PoolKey) -> Option<Sender> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        let list = idle.get_mut(&(target.tls, target.host.clone(), target.port))?;
+        let list = idle.get_mut(key)?;
         // Newest last: pop until one is fresh and open; older ones are dropped (closed).
         while let Some((since, sender)) = list.pop() {
             if since.elapsed() < MAX_IDLE && !sender.is_closed() {
@@ -310,13 +321,13 @@ fn take_idle(target: &Target) -> Option<Sender> {
 }
 
 /// Returns a connection whose exchange finished to the pool, unless it closed.
-fn put_idle(target: &Target, sender: Sender) {
+fn put_idle(key: PoolKey, sender: Sender) {
     if sender.is_closed() {
         return;
     }
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        let list = idle.entry((target.tls, target.host.clone(), target.port)).or_default();
+        let list = idle.entry(key).or_default();
         list.retain(|(since, _)| since.elapsed() < MAX_IDLE);
         if list.len() < MAX_IDLE_PER_TARGET {
             list.push((Instant::now(), sender));
@@ -356,7 +367,8 @@ async fn exchange(target: &Target, method: &str, request: Request) -> Result<Res
         .map_err(|e| format!("bad request: {e}"))?;
     let limit = request.policy.max_response_bytes;
     let ca_file = request.policy.ca_file.as_deref();
-    let (sender, response) = match take_idle(target) {
+    let key = pool_key(target, ca_file);
+    let (sender, response) = match take_idle(&key) {
         Some(mut pooled) => match pooled.try_send_request(outgoing).await {
             Ok(response) => (pooled, response),
             Err(mut failed) => match failed.take_message() {
@@ -387,7 +399,7 @@ async fn exchange(target: &Target, method: &str, request: Request) -> Result<Res
             }
         })?
         .to_bytes();
-    put_idle(target, sender);
+    put_idle(key, sender);
     Ok(Response {
         status: parts.status.as_u16(),
         headers: headers_of(&parts.headers),

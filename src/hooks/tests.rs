@@ -1082,6 +1082,79 @@ async fn fetch_sends_method_headers_and_body() {
     );
 }
 
+/// A keep-alive HTTPS server (hyper over rustls) with a certificate for 127.0.0.1 issued by a
+/// CA of its own: its address, the CA as PEM, and how many TLS handshakes it completed.
+async fn tls_server() -> (SocketAddr, String, Arc<AtomicUsize>) {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())))
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let counter = handshakes.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, counter) = (acceptor.clone(), counter.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                counter.fetch_add(1, Ordering::SeqCst);
+                let service = hyper::service::service_fn(|_request| async {
+                    let body = http_body_util::Full::new(bytes::Bytes::from_static(br#"{"spend": 1200}"#));
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(body))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, ca.pem(), handshakes)
+}
+
+/// An https fetch checks the certificate against the hook's `ca_file`, keeps the connection
+/// for the hook's next call, and never lends it to a hook that does not trust that CA.
+#[tokio::test]
+async fn https_fetch_trusts_only_the_hooks_ca_and_never_shares_its_connection() {
+    let (addr, ca_pem, handshakes) = tls_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let pool = pool(1);
+    let ask = with_context(json!({"url": format!("https://{addr}/ok"), "json": true}));
+    let trusting = fetcher(addr, |f| f.ca_file = Some(ca.clone()));
+    for _ in 0..2 {
+        let out = call(&pool, &trusting, ask.clone()).await.unwrap();
+        assert!(out.decision, "{out:?}");
+        assert_eq!(out.outputs.unwrap()["body"]["spend"], 1200);
+    }
+    assert_eq!(handshakes.load(Ordering::SeqCst), 1, "the second call reused the connection");
+
+    // Same worker, same host and port, no CA: its own handshake, which fails.
+    let other = hook_with("other", FETCHER, |s| {
+        s.fetch.allowed_hosts = vec![addr.to_string()];
+        s.limits.deadline = Duration::from_secs(2);
+    });
+    let out = call(&pool, &other, ask.clone()).await.unwrap();
+    assert!(!out.decision, "{out:?}");
+    let reason = out.reason.unwrap();
+    assert!(reason.contains("tls") && reason.contains("certificate"), "{reason}");
+    assert_eq!(handshakes.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn fetch_to_other_hosts_is_rejected() {
     let (addr, hits) = server().await;
