@@ -6,9 +6,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-use crate::util::{TestServer, copy_dir, repo};
+use crate::util::{Pki, TestServer, copy_dir, issue, pki, repo};
 
 fn request() -> hyper::Request<Full<Bytes>> {
     let body = std::fs::read(repo().join("examples/provisioning/requests/cel-allow.json")).unwrap();
@@ -42,27 +42,6 @@ async fn h2_prior_knowledge_on_plain_tcp() {
     let server = TestServer::example("provisioning");
     let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     assert_eq!(decide(tcp, true).await["decision"], true);
-}
-
-struct Pki {
-    ca: rcgen::CertifiedKey,
-}
-
-fn pki() -> Pki {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    Pki { ca: rcgen::CertifiedKey { cert, key_pair: key } }
-}
-
-fn issue(pki: &Pki, names: Vec<String>) -> (CertificateDer<'static>, PrivateKeyDer<'static>, String, String) {
-    let params = rcgen::CertificateParams::new(names).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &pki.ca.cert, &pki.ca.key_pair).unwrap();
-    let der = cert.der().clone();
-    let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    (der, key_der, cert.pem(), key.serialize_pem())
 }
 
 fn client_config(pki: &Pki, client: Option<(CertificateDer<'static>, PrivateKeyDer<'static>)>, alpn: &[u8]) -> rustls::ClientConfig {

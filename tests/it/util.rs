@@ -264,6 +264,40 @@ pub fn version_of(source: &str) -> String {
     hex::encode(sha2::Sha256::digest(source.as_bytes()))[..12].to_owned()
 }
 
+/// A test certificate authority.
+pub struct Pki {
+    pub ca: rcgen::CertifiedKey,
+}
+
+/// A fresh CA that nothing trusts unless told to.
+pub fn pki() -> Pki {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    Pki { ca: rcgen::CertifiedKey { cert, key_pair: key } }
+}
+
+/// A certificate for `names` (DNS names or IP addresses) issued by `pki`: DER certificate and
+/// key, then both as PEM.
+pub fn issue(
+    pki: &Pki,
+    names: Vec<String>,
+) -> (
+    rustls::pki_types::CertificateDer<'static>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+    String,
+    String,
+) {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let params = rcgen::CertificateParams::new(names).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &pki.ca.cert, &pki.ca.key_pair).unwrap();
+    let der = cert.der().clone();
+    let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    (der, key_der, cert.pem(), key.serialize_pem())
+}
+
 /// A TLS front on 127.0.0.1, as a terminating proxy stands in front of a real upstream: it
 /// accepts TLS with a certificate for `127.0.0.1` and `localhost` issued by a CA of its own
 /// (so nothing trusts it unless told to, with [`TlsFront::ca_pem`]) and relays the plain
@@ -277,22 +311,14 @@ pub struct TlsFront {
 
 impl TlsFront {
     pub fn start(upstream: u16) -> TlsFront {
-        use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .unwrap()
-            .signed_by(&key, &ca, &ca_key)
-            .unwrap();
+        let pki = pki();
+        let (cert, key, _, _) = issue(&pki, vec!["127.0.0.1".to_owned(), "localhost".to_owned()]);
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
-            .with_single_cert(vec![cert.der().clone()], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())))
+            .with_single_cert(vec![cert], key)
             .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
@@ -308,7 +334,7 @@ impl TlsFront {
                 });
             }
         });
-        TlsFront { port, ca_pem: ca.pem(), runtime: Some(runtime) }
+        TlsFront { port, ca_pem: pki.ca.cert.pem(), runtime: Some(runtime) }
     }
 }
 
