@@ -364,6 +364,15 @@ impl Config {
             let p = Path::new(p);
             if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
         };
+        // A `ca_file` resolved like every path, and checked now: a missing or empty file is a
+        // config error naming its key, not a failure at the first https request.
+        let checked_ca_file = |p: Option<&str>, key: &str, bad: &mut dyn FnMut(&str, String)| {
+            let path = p.map(resolve)?;
+            if let Err(e) = crate::tls_client::config(Some(&path)) {
+                bad(key, e.to_string());
+            }
+            Some(path)
+        };
 
         let s = raw.server;
         let listen = parse_addr(s.listen.as_deref().unwrap_or(DEFAULT_LISTEN))
@@ -477,12 +486,7 @@ impl Config {
             } else if !base_url.starts_with("http://") && !base_url.starts_with("https://") {
                 bad("identity.scim.base_url", format!("`{base_url}`: only `https://` and `http://` upstreams are supported"));
             }
-            let ca_file = r.ca_file.as_deref().map(&resolve);
-            if let Some(path) = &ca_file
-                && let Err(e) = crate::tls_client::config(Some(path))
-            {
-                bad("identity.scim.ca_file", e.to_string());
-            }
+            let ca_file = checked_ca_file(r.ca_file.as_deref(), "identity.scim.ca_file", &mut bad);
             if let Some(s) = &r.token_secret
                 && (s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
             {
@@ -560,12 +564,7 @@ impl Config {
                     serde_json::Value::Null
                 }),
             };
-            let ca_file = r.ca_file.as_deref().map(&resolve);
-            if let Some(path) = &ca_file
-                && let Err(e) = crate::tls_client::config(Some(path))
-            {
-                bad(&key("ca_file"), e.to_string());
-            }
+            let ca_file = checked_ca_file(r.ca_file.as_deref(), &key("ca_file"), &mut bad);
             settings.insert(
                 name.clone(),
                 HookSettings {

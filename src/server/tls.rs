@@ -25,7 +25,7 @@ pub enum Error {
 
 /// Builds the acceptor, with ALPN for h2 and HTTP/1.1.
 pub fn acceptor(tls: &Tls) -> Result<tokio_rustls::TlsAcceptor, Error> {
-    let certs = certs(&tls.cert)?;
+    let chain = certs(&tls.cert)?;
     let key = key(&tls.key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -35,7 +35,7 @@ pub fn acceptor(tls: &Tls) -> Result<tokio_rustls::TlsAcceptor, Error> {
         None => builder.with_no_client_auth(),
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
-            for c in certs_of(ca)? {
+            for c in certs(ca)? {
                 roots.add(c).map_err(|e| Error::Config(format!("client CA `{}`: {e}", ca.display())))?;
             }
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
@@ -44,7 +44,7 @@ pub fn acceptor(tls: &Tls) -> Result<tokio_rustls::TlsAcceptor, Error> {
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder.with_single_cert(certs, key).map_err(|e| Error::Config(e.to_string()))?;
+    let mut config = builder.with_single_cert(chain, key).map_err(|e| Error::Config(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
@@ -54,16 +54,7 @@ fn pem_err(path: &Path, message: impl ToString) -> Error {
 }
 
 fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
-    let certs = certs_of(path)?;
-    if certs.is_empty() {
-        return Err(pem_err(path, "no certificate found"));
-    }
-    Ok(certs)
-}
-
-fn certs_of(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
-    let bytes = std::fs::read(path).map_err(|e| pem_err(path, e))?;
-    rustls_pemfile::certs(&mut bytes.as_slice()).collect::<Result<Vec<_>, _>>().map_err(|e| pem_err(path, e))
+    crate::tls_client::pem_certs(path).map_err(|m| pem_err(path, m))
 }
 
 fn key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
