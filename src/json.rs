@@ -44,9 +44,15 @@ pub fn write_str(out: &mut Vec<u8>, value: &str) -> Result<(), serde_json::Error
 /// Whether `bytes` has a byte that a JSON string must escape: a control character, a quote or
 /// a backslash (what `serde_json` escapes).
 fn needs_escape(bytes: &[u8]) -> bool {
+    find_special(bytes).is_some()
+}
+
+/// The position of the first control character, quote or backslash in `bytes`: where a JSON
+/// string ends or stops being plain text.
+fn find_special(bytes: &[u8]) -> Option<usize> {
     let (quote, backslash) = (ONES * u64::from(b'"'), ONES * u64::from(b'\\'));
     let flags = |x| below_n(x, 0x20) | below_n(x ^ quote, 1) | below_n(x ^ backslash, 1);
-    find_first(bytes, flags, |b| b < 0x20 || b == b'"' || b == b'\\').is_some()
+    find_first(bytes, flags, |b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 /// The position of the first byte of `bytes` below `below` (at most 128).
@@ -89,10 +95,266 @@ pub fn parse(bytes: &[u8]) -> Result<Value, serde_json::Error> {
 /// The fast parser alone: `None` whenever it leaves the body to `serde_json`.
 fn fast(bytes: &[u8]) -> Option<Value> {
     let text = std::str::from_utf8(bytes).ok()?;
-    let mut parser = Parser { text, pos: 0, depth: 0 };
-    let value = parser.value()?;
-    parser.skip_whitespace();
-    (parser.pos == text.len()).then_some(value)
+    Some(Tape::parse(text, MAX_DEPTH)?.into_value(bytes))
+}
+
+/// A JSON body read by the fast parser and kept as its bytes and a [`Tape`] over them, so
+/// that a reader can look members up without building a `serde_json::Value` (no allocation
+/// per key, string and object; one vector of nodes). [`Doc::to_value`] gives the `Value`
+/// [`parse`] would, for readers that need one.
+#[derive(Debug, Clone)]
+pub struct Doc {
+    bytes: bytes::Bytes,
+    tape: Tape,
+}
+
+/// One value inside a [`Doc`].
+#[derive(Debug, Clone, Copy)]
+pub struct Item<'a> {
+    doc: &'a Doc,
+    at: usize,
+}
+
+/// What an [`Item`] is; arrays and objects are read through the item itself.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind<'a> {
+    /// `null`.
+    Null,
+    /// `true` or `false`.
+    Bool(bool),
+    /// A number, of the kind `serde_json` gives it.
+    Number(&'a Number),
+    /// A string.
+    Str(&'a str),
+    /// An array.
+    Array,
+    /// An object.
+    Object,
+}
+
+/// The nodes of one JSON text in document order: an array or object is followed by its
+/// contents (an object's as key, value, key, value…) and records where they end, so a
+/// reader can step over a whole value.
+#[derive(Debug, Clone, Default)]
+struct Tape {
+    nodes: Vec<Node>,
+    /// Strings that had escapes, decoded.
+    decoded: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+enum Node {
+    Null,
+    Bool(bool),
+    Number(Number),
+    /// A string without escapes: the byte range of its text, between the quotes.
+    Text(usize, usize),
+    /// A string with escapes: its index in `Tape::decoded`.
+    Decoded(usize),
+    /// An array; `end` is the index of the first node after its elements.
+    Array { end: usize },
+    /// An object; `end` as for an array.
+    Object { end: usize },
+}
+
+// === impl Doc ===
+
+impl Doc {
+    /// Reads `bytes` with the fast parser; `None` when it leaves them to `serde_json`
+    /// (malformed JSON among them), as [`parse`] would, or when they nest deeper than
+    /// `max_depth` (the server's limit, which it then reports).
+    pub fn parse(bytes: bytes::Bytes, max_depth: usize) -> Option<Doc> {
+        let tape = Tape::parse(std::str::from_utf8(&bytes).ok()?, max_depth.min(MAX_DEPTH))?;
+        Some(Doc { bytes, tape })
+    }
+
+    /// The top-level value.
+    pub fn root(&self) -> Item<'_> {
+        Item { doc: self, at: 0 }
+    }
+
+    /// The item at `position` (from [`Item::position`] on this document): found again without
+    /// a lookup. Out of range, it reads as `null`.
+    pub fn at(&self, position: usize) -> Item<'_> {
+        Item { doc: self, at: position }
+    }
+
+    /// The bytes the document was read from.
+    pub fn bytes(&self) -> &bytes::Bytes {
+        &self.bytes
+    }
+
+    /// The document as `serde_json` reads it.
+    pub fn to_value(&self) -> Value {
+        self.tape.clone().into_value(&self.bytes)
+    }
+}
+
+// === impl Item ===
+
+impl<'a> Item<'a> {
+    /// What the value is.
+    pub fn kind(self) -> Kind<'a> {
+        match self.node() {
+            Node::Null => Kind::Null,
+            Node::Bool(b) => Kind::Bool(*b),
+            Node::Number(n) => Kind::Number(n),
+            Node::Text(..) | Node::Decoded(_) => Kind::Str(self.doc.tape.str(&self.doc.bytes, self.node())),
+            Node::Array { .. } => Kind::Array,
+            Node::Object { .. } => Kind::Object,
+        }
+    }
+
+    /// The string, if the value is one.
+    pub fn as_str(self) -> Option<&'a str> {
+        match self.kind() {
+            Kind::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Where the item is in its document, for [`Doc::at`].
+    pub fn position(self) -> usize {
+        self.at
+    }
+
+    /// Whether the value is an object.
+    pub fn is_object(self) -> bool {
+        matches!(self.node(), Node::Object { .. })
+    }
+
+    /// The member `key` of an object (the last one, if the key repeats: `serde_json` keeps
+    /// the last); `None` for a missing key or a value that is not an object.
+    pub fn get(self, key: &str) -> Option<Item<'a>> {
+        let Node::Object { end } = *self.node() else { return None };
+        let (tape, text, key) = (&self.doc.tape, &self.doc.bytes[..], key.as_bytes());
+        let mut found = None;
+        let mut at = self.at + 1;
+        // Every member is looked at: a later one with the same key wins.
+        while at < end {
+            let hit = match tape.nodes.get(at) {
+                Some(Node::Text(start, end)) => end - start == key.len() && text.get(*start..*end) == Some(key),
+                Some(Node::Decoded(i)) => tape.decoded.get(*i).is_some_and(|d| d.as_bytes() == key),
+                _ => false,
+            };
+            if hit {
+                found = Some(at + 1);
+            }
+            at = tape.next(at + 1);
+        }
+        found.map(|at| Item { doc: self.doc, at })
+    }
+
+    /// The members of an object in document order, keys as UTF-8 bytes (a repeated key comes
+    /// as often as it was sent); nothing for any other value.
+    pub fn members(self) -> impl Iterator<Item = (&'a [u8], Item<'a>)> {
+        let end = match self.node() {
+            Node::Object { end } => *end,
+            _ => self.at + 1,
+        };
+        let (doc, tape) = (self.doc, &self.doc.tape);
+        std::iter::successors(Some(self.at + 1), move |&at| Some(tape.next(at + 1)))
+            .take_while(move |&at| at < end)
+            .map(move |at| (tape.nodes.get(at).map_or(&[][..], |key| tape.bytes(&doc.bytes, key)), Item { doc, at: at + 1 }))
+    }
+
+    /// The elements of an array; nothing for any other value.
+    pub fn elements(self) -> impl Iterator<Item = Item<'a>> {
+        let end = match self.node() {
+            Node::Array { end } => *end,
+            _ => self.at + 1,
+        };
+        let tape = &self.doc.tape;
+        std::iter::successors(Some(self.at + 1), move |&at| Some(tape.next(at)))
+            .take_while(move |&at| at < end)
+            .map(move |at| Item { doc: self.doc, at })
+    }
+
+    fn node(self) -> &'a Node {
+        // `at` is always a node's index: the root, or one `Tape::next` stepped to.
+        self.doc.tape.nodes.get(self.at).unwrap_or(&Node::Null)
+    }
+}
+
+// === impl Tape ===
+
+impl Tape {
+    /// Reads `text` as one JSON value; `None` when it is left to `serde_json` or nests deeper
+    /// than `max_depth`.
+    fn parse(text: &str, max_depth: usize) -> Option<Tape> {
+        let mut parser = Parser { text, pos: 0, depth: 0, max_depth };
+        let mut tape = Tape { nodes: Vec::with_capacity(text.len() / 8 + 4), decoded: Vec::new() };
+        parser.value(&mut tape)?;
+        parser.skip_whitespace();
+        (parser.pos == text.len()).then_some(tape)
+    }
+
+    /// The index of the node after the value at `at`.
+    fn next(&self, at: usize) -> usize {
+        match self.nodes.get(at) {
+            Some(Node::Array { end } | Node::Object { end }) => *end,
+            _ => at + 1,
+        }
+    }
+
+    /// The text of a string node; empty for any other node. `text` is what the tape was
+    /// parsed from, so a string's bytes are always whole UTF-8 (checked again here, for the
+    /// few bytes of the one string, as nothing here may be `unsafe`).
+    fn str<'t>(&'t self, text: &'t [u8], node: &Node) -> &'t str {
+        std::str::from_utf8(self.bytes(text, node)).unwrap_or_default()
+    }
+
+    /// The UTF-8 bytes of a string node; empty for any other node.
+    fn bytes<'t>(&'t self, text: &'t [u8], node: &Node) -> &'t [u8] {
+        match node {
+            Node::Text(start, end) => text.get(*start..*end).unwrap_or_default(),
+            Node::Decoded(i) => self.decoded.get(*i).map_or(&[], |s| s.as_bytes()),
+            _ => &[],
+        }
+    }
+
+    fn into_value(mut self, text: &[u8]) -> Value {
+        let mut at = 0;
+        self.value_at(text, &mut at)
+    }
+
+    /// The value at `*at`, as `serde_json` builds it (the last of repeated keys wins); moves
+    /// `*at` past it. Decoded strings are moved out.
+    fn value_at(&mut self, text: &[u8], at: &mut usize) -> Value {
+        let node = self.nodes.get(*at).cloned().unwrap_or(Node::Null);
+        *at += 1;
+        match node {
+            Node::Null => Value::Null,
+            Node::Bool(b) => Value::Bool(b),
+            Node::Number(n) => Value::Number(n),
+            Node::Text(..) | Node::Decoded(_) => Value::String(self.take_str(text, &node)),
+            Node::Array { end } => {
+                let mut items = Vec::new();
+                while *at < end {
+                    items.push(self.value_at(text, at));
+                }
+                Value::Array(items)
+            }
+            Node::Object { end } => {
+                let mut map = Map::new();
+                while *at < end {
+                    let key = self.nodes.get(*at).cloned().unwrap_or(Node::Null);
+                    *at += 1;
+                    let key = self.take_str(text, &key);
+                    let value = self.value_at(text, at);
+                    map.insert(key, value);
+                }
+                Value::Object(map)
+            }
+        }
+    }
+
+    fn take_str(&mut self, text: &[u8], node: &Node) -> String {
+        match node {
+            Node::Decoded(i) => self.decoded.get_mut(*i).map(std::mem::take).unwrap_or_default(),
+            _ => self.str(text, node).to_owned(),
+        }
+    }
 }
 
 struct Parser<'a> {
@@ -101,6 +363,8 @@ struct Parser<'a> {
     text: &'a str,
     pos: usize,
     depth: usize,
+    /// The deepest nesting read; deeper is left to the caller.
+    max_depth: usize,
 }
 
 impl Parser<'_> {
@@ -120,110 +384,89 @@ impl Parser<'_> {
         rest.starts_with(literal).then(|| self.pos += literal.len())
     }
 
-    fn value(&mut self) -> Option<Value> {
+    fn value(&mut self, tape: &mut Tape) -> Option<()> {
         self.skip_whitespace();
-        match self.peek()? {
-            b'{' => self.object(),
-            b'[' => self.array(),
-            b'"' => self.string().map(Value::String),
-            b't' => self.eat("true").map(|()| Value::Bool(true)),
-            b'f' => self.eat("false").map(|()| Value::Bool(false)),
-            b'n' => self.eat("null").map(|()| Value::Null),
-            b'-' | b'0'..=b'9' => self.number().map(Value::Number),
-            _ => None,
-        }
+        let node = match self.peek()? {
+            b'{' => return self.container(tape, b'}'),
+            b'[' => return self.container(tape, b']'),
+            b'"' => self.string(tape)?,
+            b't' => self.eat("true").map(|()| Node::Bool(true))?,
+            b'f' => self.eat("false").map(|()| Node::Bool(false))?,
+            b'n' => self.eat("null").map(|()| Node::Null)?,
+            b'-' | b'0'..=b'9' => Node::Number(self.number()?),
+            _ => return None,
+        };
+        tape.nodes.push(node);
+        Some(())
     }
 
-    fn nest(&mut self) -> Option<()> {
+    /// An object (`close` is `}`) or an array (`]`), from its opening bracket.
+    fn container(&mut self, tape: &mut Tape, close: u8) -> Option<()> {
         self.depth += 1;
         self.pos += 1;
-        (self.depth <= MAX_DEPTH).then_some(())
-    }
-
-    /// Steps over the closing bracket of the object or array `value`.
-    fn leave(&mut self, value: Value) -> Value {
+        if self.depth > self.max_depth {
+            return None;
+        }
+        let object = close == b'}';
+        let at = tape.nodes.len();
+        tape.nodes.push(Node::Null);
+        self.skip_whitespace();
+        if self.peek()? != close {
+            loop {
+                if object {
+                    self.skip_whitespace();
+                    if self.peek()? != b'"' {
+                        return None;
+                    }
+                    let key = self.string(tape)?;
+                    // With serde_json's `raw_value` feature (on in this crate) an object whose
+                    // key is this token stands for raw JSON text; serde_json alone handles that.
+                    if tape.bytes(self.text.as_bytes(), &key) == RAW_VALUE_TOKEN.as_bytes() {
+                        return None;
+                    }
+                    tape.nodes.push(key);
+                    self.skip_whitespace();
+                    self.eat(":")?;
+                }
+                self.value(tape)?;
+                self.skip_whitespace();
+                match self.peek()? {
+                    b',' => self.pos += 1,
+                    b if b == close => break,
+                    _ => return None,
+                }
+            }
+        }
         self.pos += 1;
         self.depth -= 1;
-        value
-    }
-
-    fn object(&mut self) -> Option<Value> {
-        self.nest()?;
-        let mut map = Map::new();
-        self.skip_whitespace();
-        if self.peek()? == b'}' {
-            return Some(self.leave(Value::Object(map)));
-        }
-        loop {
-            self.skip_whitespace();
-            if self.peek()? != b'"' {
-                return None;
-            }
-            let key = self.string()?;
-            // With serde_json's `raw_value` feature (on in this crate) an object whose key is
-            // this token stands for raw JSON text; serde_json alone handles that.
-            if key == RAW_VALUE_TOKEN {
-                return None;
-            }
-            self.skip_whitespace();
-            self.eat(":")?;
-            let value = self.value()?;
-            // Last wins, as in serde_json's `Value`.
-            map.insert(key, value);
-            self.skip_whitespace();
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b'}' => {
-                    return Some(self.leave(Value::Object(map)));
-                }
-                _ => return None,
-            }
-        }
-    }
-
-    fn array(&mut self) -> Option<Value> {
-        self.nest()?;
-        let mut items = Vec::new();
-        self.skip_whitespace();
-        if self.peek()? == b']' {
-            return Some(self.leave(Value::Array(items)));
-        }
-        loop {
-            items.push(self.value()?);
-            self.skip_whitespace();
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b']' => {
-                    return Some(self.leave(Value::Array(items)));
-                }
-                _ => return None,
-            }
-        }
+        let end = tape.nodes.len();
+        *tape.nodes.get_mut(at)? = if object { Node::Object { end } } else { Node::Array { end } };
+        Some(())
     }
 
     /// A string starting at the opening quote.
-    fn string(&mut self) -> Option<String> {
+    fn string(&mut self, tape: &mut Tape) -> Option<Node> {
         self.pos += 1;
         let start = self.pos;
         let bytes = self.text.as_bytes();
-        // The common case: no escape before the closing quote, so the text is copied as is.
-        let end = start + bytes.get(start..)?.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        // The common case: no escape before the closing quote, so the text is used as is.
+        let end = start + find_special(bytes.get(start..)?)?;
         if bytes.get(end) == Some(&b'"') {
             self.pos = end + 1;
-            return self.text.get(start..end).map(str::to_owned);
+            return Some(Node::Text(start, end));
         }
         let mut out = String::with_capacity(end - start + 8);
         out.push_str(self.text.get(start..end)?);
         self.pos = end;
         loop {
-            let rest = bytes.get(self.pos..)?;
-            let run = rest.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+            let run = find_special(bytes.get(self.pos..)?)?;
             out.push_str(self.text.get(self.pos..self.pos + run)?);
             self.pos += run;
             match self.peek()? {
                 b'"' => {
                     self.pos += 1;
-                    return Some(out);
+                    tape.decoded.push(out);
+                    return Some(Node::Decoded(tape.decoded.len() - 1));
                 }
                 b'\\' => {
                     self.pos += 1;
@@ -405,6 +648,13 @@ mod tests {
             (Some(a), Err(e)) => panic!("{text:?}: fast parser accepted {a} but serde_json says {e}"),
             (None, _) => {}
         }
+        // A document reads as the same value, member by member and whole.
+        let doc = Doc::parse(bytes::Bytes::copy_from_slice(text.as_bytes()), MAX_DEPTH);
+        assert_eq!(doc.is_some(), ours.is_some(), "{text:?}");
+        if let (Some(doc), Some(value)) = (&doc, &ours) {
+            reads_as(doc.root(), value, text);
+            assert_eq!(&doc.to_value(), value, "{text:?}");
+        }
         // `parse` is serde_json's answer either way.
         match (parse(text.as_bytes()), theirs) {
             (Ok(a), Ok(b)) => assert_eq!(a, b, "{text:?}"),
@@ -412,6 +662,32 @@ mod tests {
             (a, b) => panic!("{text:?}: {a:?} vs {b:?}"),
         }
         ours.is_some()
+    }
+
+    /// `item` reads as `value`: the same kinds, strings and numbers, each element and each
+    /// member (for a repeated key, the last).
+    fn reads_as(item: Item<'_>, value: &Value, text: &str) {
+        match (item.kind(), value) {
+            (Kind::Null, Value::Null) => {}
+            (Kind::Bool(a), Value::Bool(b)) => assert_eq!(a, *b, "{text:?}"),
+            (Kind::Number(a), Value::Number(b)) => assert_eq!(a, b, "{text:?}"),
+            (Kind::Str(a), Value::String(b)) => assert_eq!(a, b, "{text:?}"),
+            (Kind::Array, Value::Array(items)) => {
+                assert_eq!(item.elements().count(), items.len(), "{text:?}");
+                item.elements().zip(items).for_each(|(i, v)| reads_as(i, v, text));
+            }
+            (Kind::Object, Value::Object(map)) => {
+                for (key, v) in map {
+                    reads_as(item.get(key).unwrap(), v, text);
+                }
+                assert!(item.get("no such key \u{1}").is_none());
+                assert_eq!(item.elements().count(), 0, "{text:?}");
+            }
+            (kind, value) => panic!("{text:?}: {kind:?} read where serde_json has {value}"),
+        }
+        if !matches!(value, Value::Object(_)) {
+            assert!(item.get("a").is_none(), "{text:?}");
+        }
     }
 
     fn same_numbers(a: &Value, b: &Value, text: &str) {

@@ -338,11 +338,10 @@ impl Snapshot {
 
     /// The request with `resource.properties` filled from the resource's collection record,
     /// when there is one (members the request sent win). `None`: use the request as it is.
-    pub fn enrich(&self, request: &serde_json::Value) -> Option<serde_json::Value> {
+    pub fn enrich(&self, request: &crate::decision::DecisionRequest) -> Option<serde_json::Value> {
+        let record = self.collections.get(request.resource_type())?.get(request.resource_id())?;
+        let request = request.json();
         let resource = request.get("resource")?;
-        let rtype = resource.get("type")?.as_str()?;
-        let id = resource.get("id")?.as_str()?;
-        let record = self.collections.get(rtype)?.get(id)?;
         let mut properties = record.as_object().cloned().unwrap_or_default();
         if let Some(sent) = resource.get("properties").and_then(serde_json::Value::as_object) {
             properties.extend(sent.iter().map(|(k, v)| (k.clone(), v.clone())));

@@ -416,8 +416,13 @@ impl InProcess {
 
 impl Caller for InProcess {
     async fn call(&mut self, body: &Bytes, timeout: Duration) -> Outcome {
-        let Ok(json) = crate::json::parse(body) else { return Outcome::Response(400) };
-        let Ok(request) = DecisionRequest::from_json(json).map(|r| r.with_raw(body.clone())) else { return Outcome::Response(400) };
+        // As the server reads a single evaluation.
+        let Some(request) = DecisionRequest::from_bytes(body.clone(), usize::MAX).or_else(|| {
+            let json = crate::json::parse(body).ok()?;
+            DecisionRequest::from_json(json).ok().map(|r| r.with_raw(body.clone()))
+        }) else {
+            return Outcome::Response(400);
+        };
         let work = async {
             match &self.engine {
                 Some((engine, _)) => match engine.evaluate(request, &RequestMeta::default()).await {

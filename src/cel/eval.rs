@@ -3,7 +3,8 @@
 //! [`Bindings`] is a `VariableResolver`: CEL asks it for a variable by name when a rule reads
 //! it, and it answers with a borrowed view of the request JSON (no copy of the request). The
 //! `principal` (the subject's identity record) and `now` are built at most once per request,
-//! on first use, and then lent out.
+//! on first use, and then lent out. A request kept as a [`Doc`] is read by the direct
+//! evaluator as it is; only the interpreter needs its `serde_json` form, built on first use.
 
 use std::sync::OnceLock;
 
@@ -11,18 +12,30 @@ use ::cel::common::value::{CowVal, Val};
 use ::cel::context::VariableResolver;
 use ::cel::{ExecutionError, Value};
 
+use super::fast::Src;
 use super::{Condition, Functions, json};
+use crate::json::{Doc, Item};
 
 /// The variables of one request.
 pub struct Bindings<'a> {
-    subject: &'a serde_json::Value,
-    action: &'a serde_json::Value,
-    resource: &'a serde_json::Value,
-    context: &'a serde_json::Value,
+    request: Request<'a>,
+    /// `subject`, `action`, `resource`, `context` and `principal`, for the direct evaluator.
+    roots: [Src<'a>; 5],
     principal: &'a serde_json::Value,
     now: chrono::DateTime<chrono::Utc>,
     principal_val: OnceLock<Box<dyn Val + 'a>>,
     now_val: OnceLock<Option<Box<dyn Val + 'a>>>,
+}
+
+/// The request the variables are read from.
+#[derive(Debug, Clone, Copy)]
+pub enum Request<'a> {
+    /// A request parsed into `serde_json`.
+    Json(&'a serde_json::Value),
+    /// A request kept as its document: `subject`, `action`, `resource` and `context` (when
+    /// present) in it, the cell its `serde_json` form goes into when the interpreter asks for
+    /// a variable, and the document.
+    Doc([Option<Item<'a>>; 4], &'a OnceLock<serde_json::Value>, &'a Doc),
 }
 
 /// A condition that could not be evaluated. Kept unformatted until it is logged.
@@ -52,12 +65,19 @@ impl<'a> Bindings<'a> {
         principal: &'a serde_json::Value,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Self {
-        let get = |k: &str| request.get(k).unwrap_or(empty_object());
+        Bindings::of(Request::Json(request), principal, now)
+    }
+
+    /// Binds a validated request in either form.
+    pub fn of(request: Request<'a>, principal: &'a serde_json::Value, now: chrono::DateTime<chrono::Utc>) -> Self {
+        let absent = Src::Json(empty_object());
+        let [subject, action, resource, context] = match request {
+            Request::Json(json) => ["subject", "action", "resource", "context"].map(|k| json.get(k).map_or(absent, Src::Json)),
+            Request::Doc(entities, ..) => entities.map(|e| e.map_or(absent, Src::Doc)),
+        };
         Bindings {
-            subject: get("subject"),
-            action: get("action"),
-            resource: get("resource"),
-            context: get("context"),
+            request,
+            roots: [subject, action, resource, context, Src::Json(principal)],
             principal,
             now,
             principal_val: OnceLock::new(),
@@ -69,10 +89,13 @@ impl<'a> Bindings<'a> {
 impl VariableResolver for Bindings<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         let value: &'b serde_json::Value = match variable {
-            "subject" => self.subject,
-            "action" => self.action,
-            "resource" => self.resource,
-            "context" => self.context,
+            "subject" | "action" | "resource" | "context" => {
+                let request = match self.request {
+                    Request::Json(json) => json,
+                    Request::Doc(_, json, doc) => json.get_or_init(|| doc.to_value()),
+                };
+                request.get(variable).unwrap_or(empty_object())
+            }
             "principal" => {
                 let v = self.principal_val.get_or_init(|| json::borrow(self.principal));
                 return Some(CowVal::Borrowed(&**v));
@@ -92,8 +115,8 @@ impl VariableResolver for Bindings<'_> {
 impl<'a> Bindings<'a> {
     /// The JSON behind the request variables, for the direct evaluator, in the order of
     /// `fast::Root`.
-    pub(super) fn roots(&self) -> [&'a serde_json::Value; 5] {
-        [self.subject, self.action, self.resource, self.context, self.principal]
+    pub(super) fn roots(&self) -> [Src<'a>; 5] {
+        self.roots
     }
 }
 

@@ -8,7 +8,9 @@
 //! ask the resolver whether it is a variable, boxes each value it reaches, and builds error
 //! values). At load, [`Plan::compile`] turns a condition of that shape into a small tree that
 //! reads the `serde_json` request directly; anything else (function calls, macros, `now`,
-//! arithmetic, indexing by number) has no plan and runs on the interpreter as before.
+//! arithmetic, indexing by number) has no plan and runs on the interpreter as before. The
+//! request variables may also come from a [`Doc`](crate::json::Doc), the body kept as sent,
+//! which the plan reads without building a `serde_json` value.
 //!
 //! Correctness rests on one rule: **the plan answers only when its answer is certain to be
 //! the interpreter's.** Whenever evaluation meets anything whose CEL meaning needs care (a
@@ -19,6 +21,8 @@
 
 use ::cel::common::ast::{Expr, IdedExpr, LiteralValue, operators};
 use serde_json::Value as Json;
+
+use crate::json::{Item, Kind};
 
 use super::eval::Bindings;
 use super::json::JsonNumber;
@@ -83,8 +87,19 @@ enum V<'a> {
     Str(&'a str),
     Array(&'a [Json]),
     Object(&'a serde_json::Map<String, Json>),
+    /// An array of a document.
+    DocArray(Item<'a>),
+    /// An object of a document.
+    DocObject(Item<'a>),
     /// A list literal.
     List(&'a [Lit]),
+}
+
+/// Where a variable's JSON is: a `serde_json` value, or an item of the request's document.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Src<'a> {
+    Json(&'a Json),
+    Doc(Item<'a>),
 }
 
 // === impl Plan ===
@@ -195,7 +210,7 @@ fn path(e: &IdedExpr) -> Option<(Root, Box<[Box<str>]>)> {
     }
 }
 
-fn eval<'a>(n: &'a Node, b: &[&'a Json; 5]) -> Option<V<'a>> {
+fn eval<'a>(n: &'a Node, b: &[Src<'a>; 5]) -> Option<V<'a>> {
     let var = |r: Root| match r {
         Root::Subject => b[0],
         Root::Action => b[1],
@@ -207,7 +222,8 @@ fn eval<'a>(n: &'a Node, b: &[&'a Json; 5]) -> Option<V<'a>> {
         Node::Lit(l) => lit_value(l),
         Node::Path(root, fields) => value(walk(var(*root), fields)?),
         Node::Has(root, fields, field) => match walk(var(*root), fields)? {
-            Json::Object(map) => V::Bool(map.contains_key(&**field)),
+            Src::Json(Json::Object(map)) => V::Bool(map.contains_key(&**field)),
+            Src::Doc(item) if item.is_object() => V::Bool(item.get(field).is_some()),
             _ => return None,
         },
         Node::Not(x) => V::Bool(!boolean(eval(x, b)?)?),
@@ -224,10 +240,15 @@ fn eval<'a>(n: &'a Node, b: &[&'a Json; 5]) -> Option<V<'a>> {
         Node::In(x, set) => {
             let x = eval(x, b)?;
             V::Bool(match eval(set, b)? {
-                V::Array(items) => contains(items.iter().map(value), x)?,
+                V::Array(items) => contains(items.iter().map(|j| value(Src::Json(j))), x)?,
+                V::DocArray(items) => contains(items.elements().map(|i| value(Src::Doc(i))), x)?,
                 V::List(items) => contains(items.iter().map(lit_value), x)?,
                 V::Object(map) => match x {
                     V::Str(key) => map.contains_key(key),
+                    _ => return None,
+                },
+                V::DocObject(item) => match x {
+                    V::Str(key) => item.get(key).is_some(),
                     _ => return None,
                 },
                 _ => return None,
@@ -238,28 +259,40 @@ fn eval<'a>(n: &'a Node, b: &[&'a Json; 5]) -> Option<V<'a>> {
 }
 
 /// Follows `fields` from `at`; `None` at a missing member or a non-object.
-fn walk<'a>(mut at: &'a Json, fields: &[Box<str>]) -> Option<&'a Json> {
+fn walk<'a>(mut at: Src<'a>, fields: &[Box<str>]) -> Option<Src<'a>> {
     for f in fields {
         at = match at {
-            Json::Object(map) => map.get(&**f)?,
-            _ => return None,
+            Src::Json(Json::Object(map)) => Src::Json(map.get(&**f)?),
+            Src::Doc(item) => Src::Doc(item.get(f)?),
+            Src::Json(_) => return None,
         };
     }
     Some(at)
 }
 
-fn value(j: &Json) -> V<'_> {
-    match j {
-        Json::Null => V::Null,
-        Json::Bool(b) => V::Bool(*b),
-        Json::Number(n) => match JsonNumber::of(n) {
-            JsonNumber::Int(i) => V::Int(i),
-            JsonNumber::UInt(u) => V::UInt(u),
-            JsonNumber::Double(d) => V::Double(d),
+fn value(src: Src<'_>) -> V<'_> {
+    let number = |n| match JsonNumber::of(n) {
+        JsonNumber::Int(i) => V::Int(i),
+        JsonNumber::UInt(u) => V::UInt(u),
+        JsonNumber::Double(d) => V::Double(d),
+    };
+    match src {
+        Src::Json(j) => match j {
+            Json::Null => V::Null,
+            Json::Bool(b) => V::Bool(*b),
+            Json::Number(n) => number(n),
+            Json::String(s) => V::Str(s),
+            Json::Array(a) => V::Array(a),
+            Json::Object(m) => V::Object(m),
         },
-        Json::String(s) => V::Str(s),
-        Json::Array(a) => V::Array(a),
-        Json::Object(m) => V::Object(m),
+        Src::Doc(item) => match item.kind() {
+            Kind::Null => V::Null,
+            Kind::Bool(b) => V::Bool(b),
+            Kind::Number(n) => number(n),
+            Kind::Str(s) => V::Str(s),
+            Kind::Array => V::DocArray(item),
+            Kind::Object => V::DocObject(item),
+        },
     }
 }
 
@@ -341,6 +374,7 @@ mod tests {
     use serde_json::json;
 
     use super::super::{Bindings, Condition, Env, Functions};
+    use crate::decision::DecisionRequest;
 
     /// Conditions the direct evaluator must take (it has a plan for each).
     const PLANNED: &[&str] = &[
@@ -418,6 +452,15 @@ mod tests {
                 "resource": {"type": "cloud.db", "id": "db-1", "properties": {"monthly_cost": "cheap", "count": "3"}}
             }),
             json!({
+                "subject": {"type": "user", "id": "u-\"q\"\n"},
+                "action": {"name": "provision"},
+                "resource": {"type": "cloud.vm", "id": "vm-\u{e9}", "properties": {
+                    "project": "proj\talpha", "monthly_cost": 35.0, "count": 3, "tags": ["x", "y\\z"], "list": ["a"],
+                    "flag": false, "nothing": null
+                }},
+                "context": {"ticket": "OPS\u{1}"}
+            }),
+            json!({
                 "subject": {"type": "user", "id": 12},
                 "action": {"name": "provision"},
                 "resource": {"type": "cloud.vm", "id": "vm-3"},
@@ -442,7 +485,7 @@ mod tests {
         let env = Env::new();
         let functions = Functions::new(&env, Arc::default());
         let now = chrono::Utc::now();
-        let mut answered = 0;
+        let (mut answered, mut on_documents) = (0, 0);
         for source in PLANNED.iter().chain(UNPLANNED) {
             let condition = Condition::compile(&env, source).unwrap();
             assert_eq!(condition.plan().is_some(), PLANNED.contains(source), "plan for `{source}`");
@@ -457,11 +500,30 @@ mod tests {
                         _ => panic!("`{source}` on {request} / {principal}: {direct:?} vs {interpreted:?}"),
                     }
                     answered += usize::from(condition.plan().and_then(|p| p.eval(&b)).is_some());
+                    // The same request kept as its document: the same answer, and the plan
+                    // answers it exactly when it answers the parsed value.
+                    let Some(doc) = DecisionRequest::from_bytes(serde_json::to_vec(&request).unwrap().into(), 64) else {
+                        // Only valid requests are kept as documents.
+                        assert!(DecisionRequest::from_json(request.clone()).is_err(), "{request}");
+                        continue;
+                    };
+                    on_documents += 1;
+                    let d = Bindings::of(doc.bindable(), &principal, now);
+                    match (condition.evaluate(&functions, &d), &interpreted) {
+                        (Ok(a), Ok(i)) => assert_eq!(a, *i, "`{source}` on the document of {request} / {principal}"),
+                        (Err(_), Err(_)) => {}
+                        (a, i) => panic!("`{source}` on the document of {request} / {principal}: {a:?} vs {i:?}"),
+                    }
+                    let (on_doc, on_value) = (condition.plan().and_then(|p| p.eval(&d)), condition.plan().and_then(|p| p.eval(&b)));
+                    assert_eq!(on_doc, on_value, "`{source}` on the document of {request}");
+                    // The interpreter reads the document's `serde_json` form.
+                    assert_eq!(condition.interpret(&functions, &d).ok(), interpreted.as_ref().ok().copied(), "`{source}`");
                 }
             }
         }
         // Many planned cases are answered directly (the rest meet a missing member or mixed kinds).
         assert!(answered > PLANNED.len() * 16 / 3, "answered directly: {answered}");
+        assert_eq!(on_documents, (PLANNED.len() + UNPLANNED.len()) * 4 * principals().len());
     }
 
     /// The provisioning example's rules are all answered directly for its sample request.

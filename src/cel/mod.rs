@@ -18,4 +18,4 @@ pub mod json;
 
 pub use compile::{CompileError, Condition, Env, VARIABLES};
 pub use env::Functions;
-pub use eval::{Bindings, EvalError};
+pub use eval::{Bindings, EvalError, Request};

@@ -97,9 +97,11 @@ pub async fn decide(
     {
         principal = found;
     }
-    let enriched = snapshot.enrich(request.json());
-    let json = enriched.as_ref().unwrap_or(request.json());
-    let bindings = crate::cel::Bindings::new(json, &principal, now);
+    let enriched = snapshot.enrich(request);
+    let bindings = match &enriched {
+        Some(json) => crate::cel::Bindings::new(json, &principal, now),
+        None => crate::cel::Bindings::of(request.bindable(), &principal, now),
+    };
     let mut errors = Vec::new();
     let mut calls = Vec::new();
     for rule in &policy.rules {
@@ -130,6 +132,7 @@ pub async fn decide(
             }
             Outcome::Hook(name) => name,
         };
+        let json = enriched.as_ref().unwrap_or_else(|| request.json());
         match call_hook(snapshot, json, &principal, name, pool).await {
             Ok((outcome, call)) => {
                 let version = call.version.clone();

@@ -1,18 +1,50 @@
 //! AuthZEN request bodies: validated once, kept as JSON so CEL can borrow from them.
 //!
+//! A single evaluation over HTTP is kept as the [`Doc`] of the bytes sent: rules read it
+//! without a `serde_json` tree being built and dropped per request, and the decision log
+//! writes the bytes. The tree is built only when something needs it (the CEL interpreter, a
+//! hook, collection enrichment). Batches, test cases and the CLI give a `serde_json` value.
+//!
 //! Validation follows AuthZEN 1.0 §5–§7 and §10.1.1: a missing required member or a member of
 //! the wrong type is an error naming its path (the server answers 400); unknown members are
 //! ignored. A batch item that is invalid is an item error, not a request error (§7.2.1).
 
+use std::sync::OnceLock;
+
 use serde_json::{Map, Value};
+
+use crate::json::{Doc, Item, Kind};
 
 /// One validated evaluation request: an object with `subject`, `action`, `resource` and
 /// optionally `context`, exactly as received (unknown members included, for the log).
 #[derive(Debug, Clone)]
 pub struct DecisionRequest {
-    body: Value,
-    /// The bytes `body` was parsed from, when they are the whole request: logged as sent.
-    raw: Option<bytes::Bytes>,
+    form: Form,
+}
+
+#[derive(Debug, Clone)]
+enum Form {
+    Json {
+        body: Value,
+        /// The bytes `body` was parsed from, when they are the whole request: logged as sent.
+        raw: Option<bytes::Bytes>,
+    },
+    Doc {
+        doc: Doc,
+        members: Members,
+        /// `doc` as `serde_json`, once something asked for it.
+        json: OnceLock<Value>,
+    },
+}
+
+/// Where the members every decision reads are in a document ([`Doc::at`]), found once by
+/// validation.
+#[derive(Debug, Clone, Copy)]
+struct Members {
+    /// `subject`, `action`, `resource`, and `context` if present.
+    entities: [Option<usize>; 4],
+    /// `subject.type`, `subject.id`, `action.name`, `resource.type`, `resource.id`.
+    strings: [usize; 5],
 }
 
 /// A validated batch (`/access/v1/evaluations`).
@@ -79,57 +111,91 @@ impl DecisionRequest {
             return Err(err("$", Problem::WrongType("a JSON object")));
         };
         validate(map, "")?;
-        Ok(DecisionRequest { body, raw: None })
+        Ok(DecisionRequest { form: Form::Json { body, raw: None } })
+    }
+
+    /// A single evaluation body kept as its document, when it is valid JSON the fast parser
+    /// takes, nests at most `max_depth` deep, and is a valid request. `None` otherwise: the
+    /// caller's depth check, [`crate::json::parse`] and [`DecisionRequest::from_json`] then
+    /// give the value, or the exact error.
+    pub fn from_bytes(bytes: bytes::Bytes, max_depth: usize) -> Option<DecisionRequest> {
+        let doc = Doc::parse(bytes, max_depth)?;
+        let members = valid_members(doc.root())?;
+        Some(DecisionRequest { form: Form::Doc { doc, members, json: OnceLock::new() } })
     }
 
     /// Keeps the bytes the request was parsed from, so the decision record logs them as sent
     /// instead of encoding the parsed value again.
     #[must_use]
     pub fn with_raw(self, raw: bytes::Bytes) -> DecisionRequest {
-        DecisionRequest { raw: Some(raw), ..self }
+        match self.form {
+            Form::Json { body, .. } => DecisionRequest { form: Form::Json { body, raw: Some(raw) } },
+            form @ Form::Doc { .. } => DecisionRequest { form },
+        }
     }
 
-    /// The request as JSON: `{subject, action, resource, context?, …}`.
+    /// The request as JSON: `{subject, action, resource, context?, …}`; built from the
+    /// document on first call.
     pub fn json(&self) -> &Value {
-        &self.body
+        match &self.form {
+            Form::Json { body, .. } => body,
+            Form::Doc { doc, json, .. } => json.get_or_init(|| doc.to_value()),
+        }
+    }
+
+    /// The request as CEL reads it.
+    pub fn bindable(&self) -> crate::cel::Request<'_> {
+        match &self.form {
+            Form::Json { body, .. } => crate::cel::Request::Json(body),
+            Form::Doc { doc, members, json } => {
+                let entities = members.entities.map(|at| at.map(|at| doc.at(at)));
+                crate::cel::Request::Doc(entities, json, doc)
+            }
+        }
     }
 
     /// The request for the decision record: the bytes as sent when kept, else the JSON.
     pub fn into_logged(self) -> crate::decision_log::RequestJson {
-        match self.raw {
-            Some(raw) => crate::decision_log::RequestJson::Raw(raw),
-            None => crate::decision_log::RequestJson::Parsed(self.body),
+        match self.form {
+            Form::Json { raw: Some(raw), .. } => crate::decision_log::RequestJson::Raw(raw),
+            Form::Json { body, raw: None } => crate::decision_log::RequestJson::Parsed(body),
+            Form::Doc { doc, .. } => crate::decision_log::RequestJson::Raw(doc.bytes().clone()),
         }
     }
 
     /// `subject.type`.
     pub fn subject_type(&self) -> &str {
-        self.str2("subject", "type")
+        self.str2(0, "subject", "type")
     }
 
     /// `subject.id`.
     pub fn subject_id(&self) -> &str {
-        self.str2("subject", "id")
+        self.str2(1, "subject", "id")
     }
 
     /// `action.name`.
     pub fn action_name(&self) -> &str {
-        self.str2("action", "name")
+        self.str2(2, "action", "name")
     }
 
     /// `resource.type`.
     pub fn resource_type(&self) -> &str {
-        self.str2("resource", "type")
+        self.str2(3, "resource", "type")
     }
 
     /// `resource.id`.
     pub fn resource_id(&self) -> &str {
-        self.str2("resource", "id")
+        self.str2(4, "resource", "id")
     }
 
-    // INVARIANT: `validate` checked that these members exist and are strings.
-    fn str2(&self, a: &str, b: &str) -> &str {
-        self.body.get(a).and_then(|v| v.get(b)).and_then(Value::as_str).unwrap_or_default()
+    // INVARIANT: validation checked that these members exist and are strings; `i` is the
+    // member's place in `Members::strings`.
+    fn str2(&self, i: usize, a: &str, b: &str) -> &str {
+        match &self.form {
+            Form::Json { body, .. } => body.get(a).and_then(|v| v.get(b)).and_then(Value::as_str),
+            Form::Doc { doc, members, .. } => members.strings.get(i).and_then(|&at| doc.at(at).as_str()),
+        }
+        .unwrap_or_default()
     }
 }
 
@@ -205,7 +271,7 @@ impl Evaluations {
                         }
                 }
                 validate(&item, &prefix)?;
-                Ok(DecisionRequest { body: Value::Object(item), raw: None })
+                Ok(DecisionRequest { form: Form::Json { body: Value::Object(item), raw: None } })
             })
             .collect();
         Ok(Evaluations::Batch(BatchRequest { items, semantic, item_context }))
@@ -228,6 +294,63 @@ fn validate(map: &Map<String, Value>, prefix: &str) -> Result<(), RequestError> 
         None | Some(Value::Null | Value::Object(_)) => Ok(()),
         Some(_) => Err(err(&join(prefix, "context"), Problem::WrongType("an object"))),
     }
+}
+
+/// [`validate`] on a document: where its members are if it would pass, `None` if not (the
+/// errors come from `validate`). One pass over each object; a later member with the same key
+/// replaces an earlier one, as in `serde_json`.
+fn valid_members(root: Item<'_>) -> Option<Members> {
+    if !root.is_object() {
+        return None;
+    }
+    let mut entities = [None; 4];
+    for (key, value) in root.members() {
+        let slot = match key {
+            b"subject" => entities.get_mut(0),
+            b"action" => entities.get_mut(1),
+            b"resource" => entities.get_mut(2),
+            b"context" => entities.get_mut(3),
+            _ => None,
+        };
+        if let Some(slot) = slot {
+            *slot = Some(value);
+        }
+    }
+    let [subject, action, resource, context] = entities;
+    let [subject_type, subject_id] = doc_entity(subject?, [b"type", b"id"])?;
+    let [action_name] = doc_entity(action?, [b"name"])?;
+    let [resource_type, resource_id] = doc_entity(resource?, [b"type", b"id"])?;
+    null_or_object(context).then(|| Members {
+        entities: [subject, action, resource, context].map(|e| e.map(Item::position)),
+        strings: [subject_type, subject_id, action_name, resource_type, resource_id],
+    })
+}
+
+/// An entity that is an object with the `required` string members and a `properties` that
+/// is absent, `null` or an object: the positions of the strings.
+fn doc_entity<const N: usize>(obj: Item<'_>, required: [&[u8]; N]) -> Option<[usize; N]> {
+    let mut found = [None; N];
+    let mut properties = None;
+    for (key, value) in obj.members() {
+        if key == b"properties" {
+            properties = Some(value);
+        } else if let Some(slot) = required.iter().position(|r| *r == key).and_then(|i| found.get_mut(i)) {
+            *slot = Some(value);
+        }
+    }
+    if !obj.is_object() || !null_or_object(properties) {
+        return None;
+    }
+    let mut positions = [0; N];
+    for (position, value) in positions.iter_mut().zip(found) {
+        *position = value.filter(|v| v.as_str().is_some())?.position();
+    }
+    Some(positions)
+}
+
+/// Absent, `null` or an object.
+fn null_or_object(item: Option<Item<'_>>) -> bool {
+    item.is_none_or(|i| matches!(i.kind(), Kind::Null | Kind::Object))
 }
 
 fn entity(map: &Map<String, Value>, prefix: &str, key: &str, required: &[&str]) -> Result<(), RequestError> {
@@ -276,6 +399,60 @@ mod tests {
         v["resource"]["id"] = json!(7);
         assert_eq!(DecisionRequest::from_json(v).unwrap_err().to_string(), "resource.id: must be a string");
         assert!(DecisionRequest::from_json(json!([1])).is_err());
+    }
+
+    /// A body kept as its document is the request `from_json` makes of the parsed body: valid
+    /// exactly when that is, with the same members and JSON. Repeated keys (the last wins),
+    /// escapes, `null`s and wrong types included.
+    #[test]
+    fn documents_agree_with_parsed_requests() {
+        let s = r#""subject":{"type":"user","id":"u1"}"#;
+        let a = r#""action":{"name":"read"}"#;
+        let r = r#""resource":{"type":"doc","id":"d1","properties":{"n":1.5,"tags":["a"]}}"#;
+        let bodies = [
+            format!("{{{s},{a},{r}}}"),
+            format!("{{{s},{a},{r},\"context\":null}}"),
+            format!("{{{s},{a},{r},\"context\":{{\"ip\":\"10.0.0.1\"}}}}"),
+            format!("{{{s},{a},{r},\"context\":5}}"),
+            format!("{{{s},{a},{r},\"context\":{{}},\"context\":[]}}"),
+            format!("{{{s},{a},{r},\"context\":[],\"context\":{{}}}}"),
+            format!("{{\"subject\":{{\"type\":\"user\"}},{s},{a},{r}}}"),
+            format!("{{{s},\"subject\":{{\"type\":\"user\"}},{a},{r}}}"),
+            format!("{{\"subject\":{{\"type\":\"u\\u0073er\",\"id\":\"\\\"q\\\"\",\"id\":\"u\\n2\"}},{a},{r}}}"),
+            format!("{{{s},\"action\":{{\"name\":5}},{r}}}"),
+            format!("{{{s},\"action\":{{\"name\":null}},{r}}}"),
+            format!("{{{s},\"action\":{{\"name\":\"x\",\"properties\":3}},{r}}}"),
+            format!("{{{s},\"action\":{{\"name\":\"x\",\"properties\":null}},{r}}}"),
+            format!("{{{s},\"action\":[],{r}}}"),
+            format!("{{{s},{r}}}"),
+            format!("{{{s},{a},\"resource\":{{\"type\":\"doc\",\"id\":\"d\",\"properties\":{{}},\"properties\":7}}}}"),
+            format!("{{{s},{a},{r},\"extra\":{{\"deep\":[1,{{\"x\":null}}]}}}}"),
+            format!("{{{s},{a},\"resource\":{{\"type\":\"doc\",\"id\":\"d\",\"properties\":{{\"big\":1.00000000000000000001}}}}}}"),
+            format!("[{s}]"),
+            format!("{{{s},{a},{r}"),
+            "{}".to_owned(),
+            "null".to_owned(),
+        ];
+        for body in bodies {
+            let parsed = crate::json::parse(body.as_bytes()).ok().map(DecisionRequest::from_json);
+            let doc = DecisionRequest::from_bytes(body.clone().into(), 64);
+            match (parsed, doc) {
+                (Some(Ok(p)), Some(d)) => {
+                    let members = |r: &DecisionRequest| {
+                        [r.subject_type(), r.subject_id(), r.action_name(), r.resource_type(), r.resource_id()].map(str::to_owned)
+                    };
+                    assert_eq!(members(&p), members(&d), "{body}");
+                    assert_eq!(p.json(), d.json(), "{body}");
+                    let crate::decision_log::RequestJson::Raw(raw) = d.into_logged() else { panic!("{body}: not logged as sent") };
+                    assert_eq!(raw, body.as_bytes(), "{body}");
+                }
+                // A body the fast parser leaves to serde_json goes the long way.
+                (Some(Ok(_)), None) => assert!(crate::json::Doc::parse(body.clone().into(), 64).is_none(), "{body}"),
+                (Some(Err(_)) | None, None) => {}
+                (Some(Err(e)), Some(_)) => panic!("{body}: kept as a document, but {e}"),
+                (None, Some(_)) => panic!("{body}: kept as a document, but not JSON"),
+            }
+        }
     }
 
     #[test]

@@ -110,8 +110,15 @@ impl Api {
             }
             Route::Evaluation => {
                 let bytes = read_body(req, &self.limits).await?;
-                let body = parse_json(&bytes, self.limits.max_json_depth)?;
-                let request = DecisionRequest::from_json(body)?.with_raw(bytes);
+                let request = match DecisionRequest::from_bytes(bytes.clone(), self.limits.max_json_depth) {
+                    Some(request) => request,
+                    // Too deep, not a body the fast parser takes, or not valid: the long way
+                    // gives the request or the exact error.
+                    None => {
+                        let body = parse_json(&bytes, self.limits.max_json_depth)?;
+                        DecisionRequest::from_json(body)?.with_raw(bytes)
+                    }
+                };
                 let served = self.engine.evaluate(request, meta).await?;
                 Ok(respond::evaluation(&served))
             }
