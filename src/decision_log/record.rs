@@ -216,23 +216,17 @@ pub fn rfc3339_millis(at: &DateTime<Utc>) -> String {
         m if m >= 1000 => (at.second() + 1, m - 1000),
         m => (at.second(), m),
     };
-    let mut out = String::with_capacity(24);
-    push_digits(&mut out, year, 4);
-    let rest = [('-', at.month(), 2), ('-', at.day(), 2), ('T', at.hour(), 2), (':', at.minute(), 2), (':', second, 2), ('.', millis, 3)];
-    for (separator, n, width) in rest {
-        out.push(separator);
-        push_digits(&mut out, n, width);
+    let mut text = *b"0000-00-00T00:00:00.000Z";
+    // Each field's digits end where its separator (or the `Z`) starts.
+    let fields = [(year, 4), (at.month(), 7), (at.day(), 10), (at.hour(), 13), (at.minute(), 16), (second, 19), (millis, 23)];
+    for (mut n, end) in fields {
+        for digit in text.iter_mut().take(end).rev().take_while(|b| b.is_ascii_digit()) {
+            *digit = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
     }
-    out.push('Z');
-    out
-}
-
-/// The last `width` decimal digits of `n`, zero-padded.
-fn push_digits(out: &mut String, n: u32, width: u32) {
-    for place in (0..width).rev() {
-        let digit = n / 10u32.pow(place) % 10;
-        out.push(char::from_digit(digit, 10).unwrap_or('0'));
-    }
+    // All ASCII: never the empty fallback.
+    std::str::from_utf8(&text).unwrap_or_default().to_owned()
 }
 
 /// Appends `record` to `out` as one line (no newline), chained to `prev`, then replaces
@@ -341,11 +335,16 @@ pub(super) fn line_hash(line: &[u8]) -> String {
 /// [`line_hash`] into `out` (cleared first), reusing its allocation: once per record, so
 /// without the `hex` crate's iterator and a fresh `String`.
 fn line_hash_into(line: &[u8], out: &mut String) {
-    out.clear();
-    for byte in Sha256::digest(line) {
-        out.push(char::from_digit(u32::from(byte >> 4), 16).unwrap_or('0'));
-        out.push(char::from_digit(u32::from(byte & 0x0f), 16).unwrap_or('0'));
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 64];
+    for (pair, byte) in text.chunks_exact_mut(2).zip(Sha256::digest(line)) {
+        for (slot, nibble) in pair.iter_mut().zip([byte >> 4, byte & 0x0f]) {
+            *slot = HEX.get(usize::from(nibble)).copied().unwrap_or(b'0');
+        }
     }
+    out.clear();
+    // All ASCII: never the empty fallback.
+    out.push_str(std::str::from_utf8(&text).unwrap_or_default());
 }
 
 // === impl Record ===
