@@ -1,5 +1,7 @@
 //! In-process decisions: one request through `decision::decide` against a loaded snapshot
-//! (policy selection, principal lookup, rule evaluation), without HTTP or the log.
+//! (policy selection, principal lookup, rule evaluation), without HTTP or the log; and the
+//! reading of a request body before it, as the server reads a single evaluation (kept as a
+//! document) and as it reads a batch item (a `serde_json` tree).
 //!
 //! Run with: cargo bench --bench decide
 
@@ -30,6 +32,13 @@ fn bench(c: &mut Criterion) {
     // `decide` is async because a hook rule awaits the pool; these rules never do, so the
     // future is ready at its first poll and a current-thread runtime adds only that poll.
     let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() else { return };
+    let body = bytes::Bytes::from_static(include_bytes!("../examples/provisioning/requests/cel-allow.json"));
+    c.bench_function("read/provisioning request as a document (parse, validate, drop)", |b| {
+        b.iter(|| black_box(DecisionRequest::from_bytes(black_box(body.clone()), 64)))
+    });
+    c.bench_function("read/provisioning request as serde_json (parse, validate, drop)", |b| {
+        b.iter(|| black_box(verdict::json::parse(black_box(&body)).ok().map(DecisionRequest::from_json)))
+    });
     if let (Some(snap), Some(req)) = (
         example("provisioning"),
         request(include_str!("../examples/provisioning/requests/cel-allow.json")),
@@ -37,6 +46,11 @@ fn bench(c: &mut Criterion) {
         c.bench_function("decide/provisioning tiny VM (rule 3 of 5)", |b| {
             b.iter(|| black_box(rt.block_on(decision::decide(&snap, black_box(&req), now, None))))
         });
+        if let Some(doc) = DecisionRequest::from_bytes(body.clone(), 64) {
+            c.bench_function("decide/provisioning tiny VM, request kept as a document", |b| {
+                b.iter(|| black_box(rt.block_on(decision::decide(&snap, black_box(&doc), now, None))))
+            });
+        }
     }
     if let (Some(snap), Some(req)) = (
         example("access-requests"),
