@@ -283,7 +283,9 @@ impl Tape {
     /// than `max_depth`.
     fn parse(text: &str, max_depth: usize) -> Option<Tape> {
         let mut parser = Parser { text, pos: 0, depth: 0, max_depth };
-        let mut tape = Tape { nodes: Vec::with_capacity(text.len() / 8 + 4), decoded: Vec::new() };
+        // About one node per 8 bytes of a request body, but never more than a small request
+        // needs up front: a large body grows the vector as it is read instead.
+        let mut tape = Tape { nodes: Vec::with_capacity((text.len() / 8 + 4).min(64)), decoded: Vec::new() };
         parser.value(&mut tape)?;
         parser.skip_whitespace();
         (parser.pos == text.len()).then_some(tape)

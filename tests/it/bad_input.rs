@@ -156,3 +156,47 @@ fn x_request_id_is_echoed_on_errors_too() {
     assert_eq!(r.status, 400);
     assert_eq!(r.header("x-request-id"), Some("abc-1"));
 }
+
+/// Bodies that are valid but unusual decide as `serde_json` reads them: a repeated member
+/// counts once, the last (`u-carol` is disabled, so her requests are denied by a rule; a
+/// repeated `monthly_cost` decides which cost rule applies), an
+/// escaped string is its text, a `null` context is no context; the record logs the bytes as
+/// sent. A body nested one level deeper than `server.max_json_depth` (64) is refused even
+/// though it is otherwise a valid request, and one at the limit is decided.
+#[test]
+fn unusual_valid_bodies_decide_as_parsed_and_the_depth_limit_holds() {
+    let server = TestServer::example("provisioning");
+    let mut c = server.client();
+    let json = [("content-type", "application/json")];
+    let rest = r#""action":{"name":"provision"},"resource":{"type":"cloud.vm","id":"vm-1","properties":{"project":"proj-alpha","monthly_cost":35.0}}"#;
+    let bob = r#""subject":{"type":"user","id":"u-bob"}"#;
+    let carol = r#""subject":{"type":"user","id":"u-carol"}"#;
+    let decide = |c: &mut Client, body: &str| {
+        let resp = c.request("POST", EVAL, &json, body.as_bytes());
+        assert_eq!(resp.status, 200, "{body}: {}", String::from_utf8_lossy(&resp.body));
+        resp.json()
+    };
+    let cases = [
+        (format!("{{{bob},{rest}}}"), "rule:provisioning/tiny-resources"),
+        (format!("{{{carol},{rest}}}"), "rule:provisioning/inactive-requester"),
+        (format!("{{{bob},{carol},{rest}}}"), "rule:provisioning/inactive-requester"),
+        (format!("{{{carol},{bob},{rest}}}"), "rule:provisioning/tiny-resources"),
+        (format!(r#"{{"subject":{{"type":"user","id":"u-\u0063arol"}},{rest}}}"#), "rule:provisioning/inactive-requester"),
+        (format!(r#"{{"subject":{{"type":"user","id":"u-carol","id":"u-bob"}},{rest},"context":null}}"#), "rule:provisioning/tiny-resources"),
+        (format!(r#"{{{bob},{rest},"resource":{{"type":"cloud.vm","id":"vm-2","properties":{{"project":"p","monthly_cost":30000.0}}}}}}"#), "rule:provisioning/over-hard-cap"),
+        (format!(r#"{{{bob},"action":{{"name":"provision"}},"resource":{{"type":"cloud.vm","id":"vm-3","properties":{{"monthly_cost":30000.0,"project":"p","monthly_cost":35.0}}}}}}"#), "rule:provisioning/tiny-resources"),
+    ];
+    for (body, decided_by) in &cases {
+        let v = decide(&mut c, body);
+        assert_eq!(v["context"]["decided_by"], *decided_by, "{body}");
+        let records = crate::util::log_records(&server.log_path());
+        let record = records.iter().find(|r| r["id"] == v["context"]["decision_id"]).unwrap();
+        // The record's request is the body as sent (a JSON reader keeps the last of repeated keys).
+        assert_eq!(record["request"], serde_json::from_str::<serde_json::Value>(body).unwrap(), "{body}");
+    }
+    let nested = |levels: usize| format!(r#"{{{bob},{rest},"context":{{"x":{}1{}}}}}"#, "[".repeat(levels), "]".repeat(levels));
+    // Root, context, then the arrays: 64 levels in all is the limit.
+    assert_eq!(decide(&mut c, &nested(62))["decision"], true);
+    expect_error(c.request("POST", EVAL, &json, nested(63).as_bytes()), 400, "nesting exceeds the limit of 64");
+    still_serving(&server);
+}
