@@ -95,7 +95,7 @@ pub fn parse(bytes: &[u8]) -> Result<Value, serde_json::Error> {
 /// The fast parser alone: `None` whenever it leaves the body to `serde_json`.
 fn fast(bytes: &[u8]) -> Option<Value> {
     let text = std::str::from_utf8(bytes).ok()?;
-    Some(Tape::parse(text, MAX_DEPTH)?.into_value(bytes))
+    Some(Tape::parse(text, MAX_DEPTH)?.to_value(bytes))
 }
 
 /// A JSON body read by the fast parser and kept as its bytes and a [`Tape`] over them, so
@@ -186,7 +186,7 @@ impl Doc {
 
     /// The document as `serde_json` reads it.
     pub fn to_value(&self) -> Value {
-        self.tape.clone().into_value(&self.bytes)
+        self.tape.to_value(&self.bytes)
     }
 }
 
@@ -226,23 +226,8 @@ impl<'a> Item<'a> {
     /// The member `key` of an object (the last one, if the key repeats: `serde_json` keeps
     /// the last); `None` for a missing key or a value that is not an object.
     pub fn get(self, key: &str) -> Option<Item<'a>> {
-        let Node::Object { end } = *self.node() else { return None };
-        let (tape, text, key) = (&self.doc.tape, &self.doc.bytes[..], key.as_bytes());
-        let mut found = None;
-        let mut at = self.at + 1;
         // Every member is looked at: a later one with the same key wins.
-        while at < end {
-            let hit = match tape.nodes.get(at) {
-                Some(Node::Text(start, end)) => end - start == key.len() && text.get(*start..*end) == Some(key),
-                Some(Node::Decoded(i)) => tape.decoded.get(*i).is_some_and(|d| d.as_bytes() == key),
-                _ => false,
-            };
-            if hit {
-                found = Some(at + 1);
-            }
-            at = tape.next(at + 1);
-        }
-        found.map(|at| Item { doc: self.doc, at })
+        self.members().filter(|(k, _)| *k == key.as_bytes()).last().map(|(_, value)| value)
     }
 
     /// The members of an object in document order, keys as UTF-8 bytes (a repeated key comes
@@ -315,21 +300,22 @@ impl Tape {
         }
     }
 
-    fn into_value(mut self, text: &[u8]) -> Value {
+    /// The tape as the `Value` `serde_json` builds from `text`.
+    fn to_value(&self, text: &[u8]) -> Value {
         let mut at = 0;
         self.value_at(text, &mut at)
     }
 
     /// The value at `*at`, as `serde_json` builds it (the last of repeated keys wins); moves
-    /// `*at` past it. Decoded strings are moved out.
-    fn value_at(&mut self, text: &[u8], at: &mut usize) -> Value {
-        let node = self.nodes.get(*at).cloned().unwrap_or(Node::Null);
+    /// `*at` past it.
+    fn value_at(&self, text: &[u8], at: &mut usize) -> Value {
+        let node = self.nodes.get(*at).unwrap_or(&Node::Null);
         *at += 1;
-        match node {
+        match *node {
             Node::Null => Value::Null,
             Node::Bool(b) => Value::Bool(b),
-            Node::Number(n) => Value::Number(n),
-            Node::Text(..) | Node::Decoded(_) => Value::String(self.take_str(text, &node)),
+            Node::Number(ref n) => Value::Number(n.clone()),
+            Node::Text(..) | Node::Decoded(_) => Value::String(self.str(text, node).to_owned()),
             Node::Array { end } => {
                 let mut items = Vec::new();
                 while *at < end {
@@ -340,21 +326,13 @@ impl Tape {
             Node::Object { end } => {
                 let mut map = Map::new();
                 while *at < end {
-                    let key = self.nodes.get(*at).cloned().unwrap_or(Node::Null);
+                    let key = self.nodes.get(*at).map_or("", |key| self.str(text, key)).to_owned();
                     *at += 1;
-                    let key = self.take_str(text, &key);
                     let value = self.value_at(text, at);
                     map.insert(key, value);
                 }
                 Value::Object(map)
             }
-        }
-    }
-
-    fn take_str(&mut self, text: &[u8], node: &Node) -> String {
-        match node {
-            Node::Decoded(i) => self.decoded.get_mut(*i).map(std::mem::take).unwrap_or_default(),
-            _ => self.str(text, node).to_owned(),
         }
     }
 }
