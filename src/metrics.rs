@@ -32,6 +32,7 @@ pub struct Metrics {
     reload_ok: Gauge,
     connections: Gauge,
     log_records: Counter<u64, AtomicU64>,
+    log_groups: Counter<u64, AtomicU64>,
     log_errors: Counter<u64, AtomicU64>,
     log_unavailable: Counter<u64, AtomicU64>,
     hook_overloaded: Counter<u64, AtomicU64>,
@@ -128,6 +129,12 @@ impl Metrics {
         registry.register("connections_open", "Connections open on the decision listener", connections.clone());
         let log_records = Counter::default();
         registry.register("decision_log_records", "Decision records written", log_records.clone());
+        let log_groups = Counter::default();
+        registry.register(
+            "decision_log_groups",
+            "Groups of decision records written, one write (and fsync) each",
+            log_groups.clone(),
+        );
         let log_errors = Counter::default();
         registry.register("decision_log_write_errors", "Failed decision log writes", log_errors.clone());
         let log_unavailable = Counter::default();
@@ -182,6 +189,7 @@ impl Metrics {
             reload_ok,
             connections,
             log_records,
+            log_groups,
             log_errors,
             log_unavailable,
             hook_overloaded,
@@ -256,6 +264,7 @@ impl Metrics {
             }
         };
         bump(&self.log_records, log.records_written);
+        bump(&self.log_groups, log.groups_written);
         bump(&self.log_errors, log.write_errors);
         if let Some(h) = hooks {
             let ok = h.calls.saturating_sub(h.queue_full + h.timeouts + h.oom + h.stack_overflows + h.errors);

@@ -239,12 +239,13 @@ impl Engine {
 
     /// Decides one request and returns once its record is written.
     pub async fn evaluate(&self, request: DecisionRequest, meta: &RequestMeta) -> Result<Served, Error> {
+        let arrival = self.log.arrive();
         let snapshot = self.store.current();
         let (served, record) = self.decide_one(&snapshot, request, meta, None).await;
         if served.decision.overloaded {
             return Err(Error::Overloaded);
         }
-        self.log.record(record).await?;
+        arrival.record(record).await?;
         Ok(served)
     }
 

@@ -185,6 +185,7 @@ pub(super) fn spawn(config: &Config, counters: Arc<Counters>) -> Result<Started,
             closed: std::sync::atomic::AtomicBool::new(false),
             pending: parking_lot::Mutex::new(Vec::new()),
             capacity: config.queue_capacity,
+            company: std::sync::atomic::AtomicU32::new(0),
         })));
     }
     let (queue_tx, queue_rx) = mpsc::channel(config.queue_capacity);
@@ -272,7 +273,15 @@ pub(super) struct Inline {
     /// Records waiting for the next group, at most `capacity`.
     pending: parking_lot::Mutex<Vec<Pending>>,
     capacity: usize,
+    /// How many more groups of one record may be written before `has_company` says no: set
+    /// to [`COMPANY_MEMORY`] by each group of several, lowered by each group of one. Written
+    /// only by the holder of `combiner`.
+    company: std::sync::atomic::AtomicU32,
 }
+
+/// Groups of one record in a row after which records stop waiting for company. One stray
+/// group of one under load must not end the grouping that load depends on.
+pub(super) const COMPANY_MEMORY: u32 = 16;
 
 /// What the combiner of [`Inline`] holds.
 struct Combiner {
@@ -322,7 +331,14 @@ impl Inline {
                 // The holder will see our records after it releases the writer.
                 return;
             };
-            if !combiner.commit_pending(&self.pending) {
+            let written = combiner.commit_pending(&self.pending);
+            if written > 0 {
+                let left = match written {
+                    1 => self.company.load(Ordering::Relaxed).saturating_sub(1),
+                    _ => COMPANY_MEMORY,
+                };
+                self.company.store(left, Ordering::Relaxed);
+            } else {
                 drop(combiner);
                 if self.pending.lock().is_empty() {
                     return;
@@ -347,6 +363,12 @@ impl Inline {
         }
     }
 
+    /// Whether one of the last [`COMPANY_MEMORY`] groups held more than one record: a sign
+    /// that records arrive close together, so waiting for the next ones pays.
+    pub(super) fn has_company(&self) -> bool {
+        self.company.load(Ordering::Relaxed) > 0
+    }
+
     /// Writes everything pending, fsyncs, and refuses further records. Blocking.
     pub(super) fn close(&self) {
         // First: from here on `push` refuses, so the group taken below is the last.
@@ -361,11 +383,12 @@ impl Inline {
 
 impl Combiner {
     /// Takes everything pending as one group and writes it, or answers it `Closed` once the
-    /// writer is gone. Whether there was anything to take.
-    fn commit_pending(&mut self, pending: &parking_lot::Mutex<Vec<Pending>>) -> bool {
+    /// writer is gone. How many records it took.
+    fn commit_pending(&mut self, pending: &parking_lot::Mutex<Vec<Pending>>) -> usize {
         std::mem::swap(&mut *pending.lock(), &mut self.group);
-        if self.group.is_empty() {
-            return false;
+        let taken = self.group.len();
+        if taken == 0 {
+            return 0;
         }
         match &mut self.writer {
             Some(w) => w.commit(&mut self.group),
@@ -375,7 +398,7 @@ impl Combiner {
                 }
             }
         }
-        true
+        taken
     }
 }
 
@@ -589,6 +612,7 @@ fn file_id(meta: &fs::Metadata) -> FileId {
 
 #[cfg(not(unix))]
 fn file_id(_meta: &fs::Metadata) -> FileId {}
+
 
 // === impl Counters ===
 

@@ -9,6 +9,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tempfile::TempDir;
@@ -203,6 +204,46 @@ async fn concurrent_records(durability: Durability) {
     assert_eq!(stats.file_bytes, fs::metadata(&config.path).unwrap().len());
     log.close().await;
     assert_clean(&verify(&config.path).unwrap(), 500, 1);
+}
+
+/// Whether `record` let another task run before it returned (a current-thread runtime runs
+/// the spawned task only when the test's task yields).
+async fn waited_a_turn(record: impl std::future::Future<Output = Result<(), Error>>) -> bool {
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&ran);
+    let other = tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
+    record.await.unwrap();
+    let waited = ran.load(Ordering::SeqCst);
+    other.await.unwrap();
+    waited
+}
+
+/// A decision that is the only one under way is written at once; with another under way the
+/// first waits a turn and both share one group; after a run of lone groups records stop
+/// waiting again.
+#[tokio::test(flavor = "current_thread")]
+async fn records_wait_for_company_only_when_there_is_some() {
+    let dir = TempDir::new().unwrap();
+    let log = DecisionLog::spawn(config(&dir)).unwrap();
+    assert!(!waited_a_turn(log.arrive().record(Record::for_test("alone"))).await);
+    assert_eq!((log.stats().records_written, log.stats().groups_written), (1, 1));
+
+    let (first, second) = (log.arrive(), log.arrive());
+    let (a, b) = tokio::join!(first.record(Record::for_test("a")), second.record(Record::for_test("b")));
+    a.unwrap();
+    b.unwrap();
+    assert_eq!((log.stats().records_written, log.stats().groups_written), (3, 2), "not one group");
+
+    // A group of several was just written: the next lone records still wait, in case more
+    // are coming, until `COMPANY_MEMORY` groups of one in a row.
+    for i in 0..super::sink::COMPANY_MEMORY {
+        assert!(waited_a_turn(log.arrive().record(Record::for_test(format!("r{i}")))).await, "record {i}");
+    }
+    assert!(!waited_a_turn(log.arrive().record(Record::for_test("alone again"))).await);
+    // A plain `record` (batches, search) always waits.
+    assert!(waited_a_turn(log.record(Record::for_test("plain"))).await);
+    log.close().await;
+    assert_clean(&verify(&config(&dir).path).unwrap(), 21, 1);
 }
 
 #[tokio::test]

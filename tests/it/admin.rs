@@ -16,6 +16,7 @@ fn health_metrics_and_status() {
     assert!(metrics.contains("verdict_decisions_total{decided_by=\"default\",decision=\"deny\"} 1"), "{metrics}");
     assert!(metrics.contains("verdict_http_requests_total{route=\"evaluation\",status=\"200\"} 1"), "{metrics}");
     assert!(metrics.contains("verdict_decision_log_records_total 1"), "{metrics}");
+    assert!(metrics.contains("verdict_decision_log_groups_total 1"), "{metrics}");
     let status = admin.get("/v1/status").json();
     assert_eq!(status["revision"], r.json()["context"]["revision"]);
     assert_eq!(status["identity"]["counts"]["users"], 6);
