@@ -613,6 +613,23 @@ fn file_id(meta: &fs::Metadata) -> FileId {
 #[cfg(not(unix))]
 fn file_id(_meta: &fs::Metadata) -> FileId {}
 
+/// The [`FileId`] of whatever `path` names now.
+///
+/// On Linux this asks `statx` for the inode number alone. A full `stat` also reads the
+/// file's change time, and since Linux 6.13 a file whose change time was read gets a fresh
+/// fine-grained timestamp at its next `write`, which dirties the inode in the journal: asking
+/// for the times before every group made every group's `write` pay for an inode update.
+#[cfg(target_os = "linux")]
+fn path_id(path: &Path) -> io::Result<FileId> {
+    use rustix::fs::{AtFlags, CWD, StatxFlags, makedev, statx};
+    let stat = statx(CWD, path, AtFlags::empty(), StatxFlags::INO)?;
+    Ok((makedev(stat.stx_dev_major, stat.stx_dev_minor), stat.stx_ino))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn path_id(path: &Path) -> io::Result<FileId> {
+    fs::metadata(path).map(|meta| file_id(&meta))
+}
 
 // === impl Counters ===
 
@@ -747,8 +764,7 @@ impl Writer {
             // A lookup of `path` before every group: a record is never written into a file
             // that was deleted, or moved away by log rotation (which may compress and delete
             // it right after). It costs one `statx` per group.
-            let still_there =
-                fs::metadata(&self.path).is_ok_and(|meta| file_id(&meta) == active.id);
+            let still_there = path_id(&self.path).is_ok_and(|id| id == active.id);
             if still_there {
                 return Ok(());
             }
