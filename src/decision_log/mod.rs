@@ -236,10 +236,11 @@ impl DecisionLog {
     /// A record waits one scheduler turn before it is written, so that the requests ready
     /// behind it join its group and share one `write`. A record is written at once when its
     /// decision was the only one under way and none of the last few groups held more than
-    /// one record: then no one is coming. At one connection that wait, which woke a second
-    /// worker for nothing, cost more CPU than the write itself. Requests that are ready but
-    /// not yet read are invisible here, which is why the groups' recent sizes count too:
-    /// without them, groups at 32 connections fell from about 7 records to 2.
+    /// one record: then no one is coming (but one record in 16 still waits, as a probe). At
+    /// one connection that wait, which woke a second worker for nothing, cost more CPU than
+    /// the write itself. Requests that are ready but not yet read are invisible here, which
+    /// is why the groups' recent sizes and the probe count too: without them, groups at 32
+    /// connections fell from about 7 records to 2, and to 1 on a runtime with one worker.
     pub fn arrive(&self) -> Arrival<'_> {
         self.shared.arriving.fetch_add(1, Ordering::Relaxed);
         Arrival { log: self }

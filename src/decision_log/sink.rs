@@ -185,7 +185,8 @@ pub(super) fn spawn(config: &Config, counters: Arc<Counters>) -> Result<Started,
             closed: std::sync::atomic::AtomicBool::new(false),
             pending: parking_lot::Mutex::new(Vec::new()),
             capacity: config.queue_capacity,
-            company: std::sync::atomic::AtomicU32::new(0),
+            // As after a long run of groups of one, just past a probe.
+            lone_groups: std::sync::atomic::AtomicU32::new(COMPANY_MEMORY + 1),
         })));
     }
     let (queue_tx, queue_rx) = mpsc::channel(config.queue_capacity);
@@ -273,15 +274,19 @@ pub(super) struct Inline {
     /// Records waiting for the next group, at most `capacity`.
     pending: parking_lot::Mutex<Vec<Pending>>,
     capacity: usize,
-    /// How many more groups of one record may be written before `has_company` says no: set
-    /// to [`COMPANY_MEMORY`] by each group of several, lowered by each group of one. Written
-    /// only by the holder of `combiner`.
-    company: std::sync::atomic::AtomicU32,
+    /// Groups of one record written since the last group of several (see `has_company`).
+    /// Written only by the holder of `combiner`.
+    lone_groups: std::sync::atomic::AtomicU32,
 }
 
 /// Groups of one record in a row after which records stop waiting for company. One stray
 /// group of one under load must not end the grouping that load depends on.
 pub(super) const COMPANY_MEMORY: u32 = 16;
+
+/// After that, one record in this many still waits, to find out whether company has come:
+/// requests that are ready but not yet read cannot be seen any other way, and a runtime
+/// with one worker never has two decisions under way at once.
+pub(super) const COMPANY_PROBE: u32 = 16;
 
 /// What the combiner of [`Inline`] holds.
 struct Combiner {
@@ -333,11 +338,11 @@ impl Inline {
             };
             let written = combiner.commit_pending(&self.pending);
             if written > 0 {
-                let left = match written {
-                    1 => self.company.load(Ordering::Relaxed).saturating_sub(1),
-                    _ => COMPANY_MEMORY,
+                let lone = match written {
+                    1 => self.lone_groups.load(Ordering::Relaxed).wrapping_add(1),
+                    _ => 0,
                 };
-                self.company.store(left, Ordering::Relaxed);
+                self.lone_groups.store(lone, Ordering::Relaxed);
             } else {
                 drop(combiner);
                 if self.pending.lock().is_empty() {
@@ -363,10 +368,12 @@ impl Inline {
         }
     }
 
-    /// Whether one of the last [`COMPANY_MEMORY`] groups held more than one record: a sign
-    /// that records arrive close together, so waiting for the next ones pays.
+    /// Whether one of the last [`COMPANY_MEMORY`] groups held more than one record, a sign
+    /// that records arrive close together so that waiting for the next ones pays; or, failing
+    /// that, whether it is time for a probe (see [`COMPANY_PROBE`]).
     pub(super) fn has_company(&self) -> bool {
-        self.company.load(Ordering::Relaxed) > 0
+        let lone = self.lone_groups.load(Ordering::Relaxed);
+        lone < COMPANY_MEMORY || lone % COMPANY_PROBE == 0
     }
 
     /// Writes everything pending, fsyncs, and refuses further records. Blocking.

@@ -220,7 +220,7 @@ async fn waited_a_turn(record: impl std::future::Future<Output = Result<(), Erro
 
 /// A decision that is the only one under way is written at once; with another under way the
 /// first waits a turn and both share one group; after a run of lone groups records stop
-/// waiting again.
+/// waiting again, but for an occasional probe.
 #[tokio::test(flavor = "current_thread")]
 async fn records_wait_for_company_only_when_there_is_some() {
     let dir = TempDir::new().unwrap();
@@ -235,15 +235,20 @@ async fn records_wait_for_company_only_when_there_is_some() {
     assert_eq!((log.stats().records_written, log.stats().groups_written), (3, 2), "not one group");
 
     // A group of several was just written: the next lone records still wait, in case more
-    // are coming, until `COMPANY_MEMORY` groups of one in a row.
-    for i in 0..super::sink::COMPANY_MEMORY {
-        assert!(waited_a_turn(log.arrive().record(Record::for_test(format!("r{i}")))).await, "record {i}");
+    // are coming, until `COMPANY_MEMORY` groups of one in a row; then one in `COMPANY_PROBE`
+    // waits, to find out whether company has come.
+    let (memory, probe) = (super::sink::COMPANY_MEMORY, super::sink::COMPANY_PROBE);
+    let mut waits = Vec::new();
+    for i in 0..memory + 2 * probe {
+        waits.push(waited_a_turn(log.arrive().record(Record::for_test(format!("r{i}")))).await);
     }
-    assert!(!waited_a_turn(log.arrive().record(Record::for_test("alone again"))).await);
+    let waited: Vec<u32> = (0..).zip(&waits).filter(|(_, w)| **w).map(|(i, _)| i).collect();
+    let want: Vec<u32> = (0..memory).chain((memory..memory + 2 * probe).filter(|i| i % probe == 0)).collect();
+    assert_eq!(waited, want);
     // A plain `record` (batches, search) always waits.
     assert!(waited_a_turn(log.record(Record::for_test("plain"))).await);
     log.close().await;
-    assert_clean(&verify(&config(&dir).path).unwrap(), 21, 1);
+    assert_clean(&verify(&config(&dir).path).unwrap(), u64::from(4 + memory + 2 * probe), 1);
 }
 
 #[tokio::test]
