@@ -373,7 +373,7 @@ impl Inline {
     /// that, whether it is time for a probe (see [`COMPANY_PROBE`]).
     pub(super) fn has_company(&self) -> bool {
         let lone = self.lone_groups.load(Ordering::Relaxed);
-        lone < COMPANY_MEMORY || lone % COMPANY_PROBE == 0
+        lone < COMPANY_MEMORY || lone.is_multiple_of(COMPANY_PROBE)
     }
 
     /// Writes everything pending, fsyncs, and refuses further records. Blocking.

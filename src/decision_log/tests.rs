@@ -243,7 +243,7 @@ async fn records_wait_for_company_only_when_there_is_some() {
         waits.push(waited_a_turn(log.arrive().record(Record::for_test(format!("r{i}")))).await);
     }
     let waited: Vec<u32> = (0..).zip(&waits).filter(|(_, w)| **w).map(|(i, _)| i).collect();
-    let want: Vec<u32> = (0..memory).chain((memory..memory + 2 * probe).filter(|i| i % probe == 0)).collect();
+    let want: Vec<u32> = (0..memory).chain((memory..memory + 2 * probe).filter(|i| i.is_multiple_of(probe))).collect();
     assert_eq!(waited, want);
     // A plain `record` (batches, search) always waits.
     assert!(waited_a_turn(log.record(Record::for_test("plain"))).await);
