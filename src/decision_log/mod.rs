@@ -11,9 +11,12 @@
 //!   doc explains the design.
 //! - `verify.rs`: reads a log back and checks its chain (`verdict log verify`).
 //!
-//! This module must not encode JSON or touch the file on the request path (the writer thread
-//! does both), block a tokio worker (callers only await channels), import `server/` or hyper,
-//! or stand in for operational logging: `tracing` here reports only the writer's own trouble.
+//! This module must not encode JSON or touch the file anywhere but in the writer (the thread
+//! with `fsync`; with `write`, the one request that holds the combiner, for a buffered `write`
+//! of its whole group), wait on the disk on a tokio worker (`fsync` and `close` go to a thread;
+//! the one exception is the sync before a rotation, which the flush thread keeps short), import
+//! `server/` or hyper, or stand in for operational logging: `tracing` here reports only the
+//! writer's own trouble.
 
 use std::io;
 use std::path::PathBuf;
