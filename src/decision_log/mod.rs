@@ -238,7 +238,7 @@ impl DecisionLog {
     ///
     /// A record waits one scheduler turn before it is written, so that the requests ready
     /// behind it join its group and share one `write`. A record is written at once when its
-    /// decision was the only one under way and none of the last few groups held more than
+    /// decision was the only one under way and none of the last 16 groups held more than
     /// one record: then no one is coming (but one record in 16 still waits, as a probe). At
     /// one connection that wait, which woke a second worker for nothing, cost more CPU than
     /// the write itself. Requests that are ready but not yet read are invisible here, which
@@ -333,8 +333,8 @@ impl DecisionLog {
 // === impl Arrival ===
 
 impl Arrival<'_> {
-    /// [`DecisionLog::record`], waiting for others to join the group only when another
-    /// decision is under way.
+    /// [`DecisionLog::record`], waiting for others to join the group only when some may come
+    /// (see [`DecisionLog::arrive`]).
     pub async fn record(self, record: Record) -> Result<(), Error> {
         let company = self.log.shared.arriving.load(Ordering::Relaxed) > 1;
         self.log.record_with(record, company).await
