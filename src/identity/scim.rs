@@ -18,7 +18,7 @@
 //! [`ScimConfig::timeout`]. Bad payloads produce an [`Error`], never a panic. Deletes are
 //! invisible to SCIM deltas, so only full syncs are offered.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::time::Duration;
 
@@ -77,8 +77,6 @@ pub struct ScimData {
     pub users: Vec<User>,
     /// All groups, in server order; member ids are kept even when they name no user.
     pub groups: Vec<Group>,
-    /// Each user's `meta.version` (its ETag), by user id, for later [`ScimClient::user`] calls.
-    pub user_etags: BTreeMap<String, String>,
     /// How the listings were paged.
     pub paging: Paging,
 }
@@ -426,14 +424,7 @@ impl ScimClient {
         // Intern while mapping (no await from here on, so the thread-local table stays on
         // this thread): member ids then share their allocation with the user ids.
         let _interning = super::snapshot::Interning::begin();
-        let mut user_etags = BTreeMap::new();
-        let mut users = Vec::with_capacity(wire_users.len());
-        for wire in wire_users {
-            if let Some(version) = wire.meta.as_ref().and_then(|meta| meta.version.clone()) {
-                user_etags.insert(wire.id.clone(), version);
-            }
-            users.push(to_user(wire));
-        }
+        let users: Vec<User> = wire_users.into_iter().map(to_user).collect();
         let group_ids: HashSet<String> = wire_groups.iter().map(|g| g.id.clone()).collect();
         let url = self.url_for("Groups");
         let groups = wire_groups
@@ -443,7 +434,6 @@ impl ScimClient {
         Ok(ScimData {
             users,
             groups,
-            user_etags,
             paging,
         })
     }
@@ -1216,11 +1206,6 @@ mod tests {
         assert_eq!(
             b.attributes.as_ref().and_then(|x| x.get("user_type")),
             Some(json!("Contractor"))
-        );
-        assert!(
-            data.user_etags
-                .get(&alice)
-                .is_some_and(|v| v.starts_with("W/\""))
         );
 
         assert_eq!(data.groups.len(), 2);
