@@ -76,6 +76,38 @@ fn content_type_size_and_depth_limits() {
     still_serving(&server);
 }
 
+/// A body sent in chunks, with no declared length, is held to the same limit as one with a
+/// `content-length`: within it, it decides; past it, 413 as soon as the limit is crossed.
+#[test]
+fn chunked_bodies_are_decided_and_held_to_the_size_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::util::copy_dir(&crate::util::repo().join("examples/provisioning"), dir.path());
+    let config = dir.path().join("verdict.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace("[server]\n", "[server]\nmax_body_bytes = 1024\n");
+    std::fs::write(&config, text).unwrap();
+    let server = TestServer::start(&config, dir, &[]);
+    let head = format!("POST {EVAL} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n");
+    let chunk = |bytes: &[u8]| [format!("{:x}\r\n", bytes.len()).as_bytes(), bytes, b"\r\n"].concat();
+
+    // A request the rule allows, in three chunks.
+    let body = std::fs::read(crate::util::repo().join("examples/provisioning/requests/cel-allow.json")).unwrap();
+    let (a, rest) = body.split_at(10);
+    let (b, c) = rest.split_at(rest.len() / 2);
+    let mut ok = Client::connect(server.addr);
+    ok.send_raw(&[head.as_bytes(), &chunk(a), &chunk(b), &chunk(c), b"0\r\n\r\n"].concat()).unwrap();
+    let r = ok.read_response().unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["decision"], true);
+
+    // 600 + 600 bytes: the second chunk crosses the 1,024-byte limit. No terminating chunk is
+    // sent, so the server has read everything the client wrote when it answers and closes.
+    let mut big = Client::connect(server.addr);
+    let filler = vec![b' '; 600];
+    big.send_raw(&[head.as_bytes(), &chunk(&filler), &chunk(&filler)].concat()).unwrap();
+    expect_error(big.read_response().unwrap(), 413, "exceeds");
+    still_serving(&server);
+}
+
 #[test]
 fn unknown_routes_and_methods() {
     let server = TestServer::example("provisioning");
