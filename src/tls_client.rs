@@ -8,8 +8,9 @@
 //! by ALPN. No client certificates.
 //!
 //! Configurations are built on first use and kept, keyed by the CA file's path, length and
-//! mtime: a CA file replaced on disk is read again, and a sync or fetch does not parse the
-//! roots each time.
+//! times (and, on Unix, its inode and change time, which no copy tool can set back): a CA file
+//! rewritten or replaced on disk is read again, even with its size and mtime kept, and a sync
+//! or fetch does not parse the roots each time.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -43,7 +44,30 @@ pub enum Error {
 const MAX_KEPT: usize = 16;
 
 /// The kept configuration's key: `None` for the built-in roots alone.
-type Key = Option<(PathBuf, u64, Option<SystemTime>)>;
+type Key = Option<(PathBuf, Stamp)>;
+
+/// What identifies one version of a CA file: length, mtime, and on Unix the device, inode and
+/// change time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<SystemTime>,
+    #[cfg(unix)]
+    changed: (u64, u64, i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        #[cfg(unix)]
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            #[cfg(unix)]
+            changed: (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
 
 static KEPT: parking_lot::Mutex<Vec<(Key, Arc<rustls::ClientConfig>)>> = parking_lot::Mutex::new(Vec::new());
 
@@ -54,7 +78,7 @@ pub fn config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Error
         None => None,
         Some(path) => {
             let meta = std::fs::metadata(path).map_err(|e| ca_error(path, e))?;
-            Some((path.to_path_buf(), meta.len(), meta.modified().ok()))
+            Some((path.to_path_buf(), Stamp::of(&meta)))
         }
     };
     if let Some((_, kept)) = KEPT.lock().iter().find(|(k, _)| *k == key) {
@@ -169,6 +193,17 @@ mod tests {
         let with_ca = config(Some(&ca)).unwrap();
         assert!(!Arc::ptr_eq(&plain, &with_ca));
         assert!(Arc::ptr_eq(&with_ca, &config(Some(&ca)).unwrap()));
+
+        // The same bytes written again with the mtime set back (as `cp -p` would): still read
+        // again, by the change time.
+        let modified = std::fs::metadata(&ca).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&ca, cert.cert.pem()).unwrap();
+        std::fs::File::options().write(true).open(&ca).unwrap().set_modified(modified).unwrap();
+        assert_eq!(std::fs::metadata(&ca).unwrap().modified().unwrap(), modified);
+        let rewritten = config(Some(&ca)).unwrap();
+        assert!(!Arc::ptr_eq(&with_ca, &rewritten), "a rewritten CA file is read again");
+        assert!(Arc::ptr_eq(&rewritten, &config(Some(&ca)).unwrap()));
 
         let missing = config(Some(&dir.path().join("nope.pem"))).unwrap_err().to_string();
         assert!(missing.contains("nope.pem"), "{missing}");
