@@ -31,8 +31,10 @@
 //! permissions), every waiter of that group gets `Error::Write` and the file handle is
 //! dropped. The next group reopens the path the way startup does. The chain continues from
 //! the last complete line actually in the file, so a partly written group costs no link.
-//! Before each group the writer checks that the path still names the open file (one `stat`),
-//! so records are never written into a file that was removed or moved away.
+//! Before each group the writer checks that the path still names the open file (an inotify
+//! watch on its directory, and a `statx` when that reports something or once a second), so
+//! records are never written into a file that was removed or moved away (a move of a
+//! directory above the file's own is seen within that second).
 //!
 //! Torn tails. A crash in the middle of a `write` can leave a last line without its newline.
 //! Its caller was never answered. On open, the bytes after the last newline are copied to
@@ -134,7 +136,17 @@ struct Active {
     file: File,
     id: FileId,
     len: u64,
+    /// Events on the file's directory, set up before the file was opened; `None` where
+    /// inotify is not available (then every group looks the path up).
+    watch: Option<Watch>,
+    /// When the path was last looked up (see [`Active::still_at`]).
+    looked_up: std::time::Instant,
 }
+
+/// How often the path is looked up even when the directory's events say nothing happened: a
+/// rename of a directory above the file's own, or a retargeted symlink among them, sends no
+/// event to the watched directory.
+pub(super) const LOOKUP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A record waiting in the current group.
 struct Pending {
@@ -483,6 +495,8 @@ fn open_active(path: &Path) -> io::Result<Opened> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir)?;
     }
+    // First, so that a rename or removal after the file is opened cannot go unseen.
+    let watch = Watch::new(path);
     let mut file = OpenOptions::new()
         .read(true)
         .append(true)
@@ -500,6 +514,8 @@ fn open_active(path: &Path) -> io::Result<Opened> {
             file,
             id: file_id(&meta),
             len: tail.complete,
+            watch,
+            looked_up: std::time::Instant::now(),
         },
         last_hash: tail.last_line.map(|line| record::line_hash(&line)),
     })
@@ -638,6 +654,94 @@ fn path_id(path: &Path) -> io::Result<FileId> {
     fs::metadata(path).map(|meta| file_id(&meta))
 }
 
+// === impl Active ===
+
+impl Active {
+    /// Whether `path` still names this file.
+    ///
+    /// A path lookup (`statx`) is the sure answer, but it cost about a sixth of the server's
+    /// CPU per request at one connection, where every group holds one record. So the
+    /// directory is watched: a rename, removal or creation of this name is queued by the
+    /// kernel before the call that made it returns, and reading the queue (one non-blocking
+    /// `read`) finds it. Only then, or at least every [`LOOKUP_EVERY`], is the path looked up.
+    fn still_at(&mut self, path: &Path) -> bool {
+        let now = std::time::Instant::now();
+        let quiet = self.watch.as_mut().is_some_and(|watch| !watch.disturbed());
+        if quiet && now.duration_since(self.looked_up) < LOOKUP_EVERY {
+            return true;
+        }
+        self.looked_up = now;
+        path_id(path).is_ok_and(|id| id == self.id)
+    }
+}
+
+/// inotify on the active file's directory, for [`Active::still_at`].
+#[cfg(target_os = "linux")]
+struct Watch {
+    fd: rustix::fd::OwnedFd,
+    /// The file's name in the directory.
+    name: std::ffi::OsString,
+    buf: Vec<std::mem::MaybeUninit<u8>>,
+}
+
+#[cfg(target_os = "linux")]
+impl Watch {
+    /// Watches the directory of `path` for renames, removals and creations; `None` when
+    /// inotify is not available (out of instances or watches).
+    fn new(path: &Path) -> Option<Watch> {
+        use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
+        let name = path.file_name()?.to_owned();
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK).ok()?;
+        let events = WatchFlags::MOVED_FROM
+            | WatchFlags::MOVED_TO
+            | WatchFlags::DELETE
+            | WatchFlags::CREATE
+            | WatchFlags::DELETE_SELF
+            | WatchFlags::MOVE_SELF
+            | WatchFlags::ONLYDIR;
+        inotify::add_watch(&fd, dir, events).ok()?;
+        Some(Watch { fd, name, buf: vec![std::mem::MaybeUninit::uninit(); 4096] })
+    }
+
+    /// Whether, since the last call, anything happened to the file's name or to the
+    /// directory itself (or events were lost). Reads every queued event.
+    fn disturbed(&mut self) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let mut reader = rustix::fs::inotify::Reader::new(&self.fd, &mut self.buf);
+        let mut disturbed = false;
+        loop {
+            match reader.next() {
+                // Events without a name are the directory's own (moved, deleted, unwatched)
+                // or a queue overflow.
+                Ok(event) => {
+                    disturbed |= event.file_name().is_none_or(|name| name.to_bytes() == self.name.as_bytes());
+                }
+                Err(rustix::io::Errno::AGAIN) => return disturbed,
+                Err(_) => return true,
+            }
+        }
+    }
+}
+
+/// Elsewhere there is no watch: every group looks the path up.
+#[cfg(not(target_os = "linux"))]
+struct Watch;
+
+#[cfg(not(target_os = "linux"))]
+impl Watch {
+    fn new(_path: &Path) -> Option<Watch> {
+        None
+    }
+
+    fn disturbed(&mut self) -> bool {
+        true
+    }
+}
+
 // === impl Counters ===
 
 impl Counters {
@@ -767,12 +871,11 @@ impl Writer {
 
     /// Makes sure `active` is open and still the file at `path`.
     fn ensure_open(&mut self) -> io::Result<()> {
-        if let Some(active) = &self.active {
-            // A lookup of `path` before every group: a record is never written into a file
-            // that was deleted, or moved away by log rotation (which may compress and delete
-            // it right after). It costs one `statx` per group.
-            let still_there = path_id(&self.path).is_ok_and(|id| id == active.id);
-            if still_there {
+        if let Some(active) = &mut self.active {
+            // Checked before every group: a record is never written into a file that was
+            // deleted, or moved away by log rotation (which may compress and delete it right
+            // after).
+            if active.still_at(&self.path) {
                 return Ok(());
             }
             warn!(path = %self.path.display(), "decision log file was moved or removed; reopening");

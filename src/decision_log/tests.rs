@@ -155,6 +155,31 @@ fn zero_queue_capacity_is_rejected() {
     ));
 }
 
+/// A move of the file's own directory is seen at the next group, like a move of the file; a
+/// move further up sends the watched directory no event and is seen within `LOOKUP_EVERY`.
+#[tokio::test]
+async fn moved_directories_are_followed_by_a_new_file() {
+    let dir = TempDir::new().unwrap();
+    let config = Config { path: dir.path().join("a/b/decisions.jsonl"), ..config(&dir) };
+    let log = DecisionLog::spawn(config.clone()).unwrap();
+    log.record(Record::for_test("r0")).await.unwrap();
+    fs::rename(dir.path().join("a/b"), dir.path().join("a/b0")).unwrap();
+    log.record(Record::for_test("r1")).await.unwrap();
+    assert_eq!(lines(&dir.path().join("a/b0/decisions.jsonl")).len(), 1);
+    assert_eq!(lines(&config.path).len(), 1, "the parent's move was not seen at once");
+
+    fs::rename(dir.path().join("a"), dir.path().join("a0")).unwrap();
+    log.record(Record::for_test("r2")).await.unwrap();
+    tokio::time::sleep(super::sink::LOOKUP_EVERY + Duration::from_millis(100)).await;
+    log.record(Record::for_test("r3")).await.unwrap();
+    log.close().await;
+    let moved: Vec<String> = lines(&dir.path().join("a0/b/decisions.jsonl"));
+    assert!(moved.len() == 1 || moved.len() == 2, "{moved:?}");
+    let after = lines(&config.path);
+    assert!(after.last().unwrap().contains(r#""id":"r3""#), "{after:?}");
+    assert_eq!(moved.len() + after.len(), 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_records_are_all_written_and_chained() {
     concurrent_records(Durability::Fsync).await;
