@@ -451,10 +451,7 @@ fn prune(path: &Path, max_files: usize) {
 
 /// Rotated files of `path` (`PATH.<n>`), oldest (smallest `n`) first.
 pub(super) fn rotated_files(path: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
+    let dir = dir_of(path);
     let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
         return Ok(Vec::new());
     };
@@ -480,6 +477,14 @@ pub(super) fn rotated_files(path: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     }
     found.sort_unstable_by_key(|(n, _)| *n);
     Ok(found)
+}
+
+/// The directory `path` is in (`.` for a bare file name).
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
 }
 
 /// `PATH.<suffix>`.
@@ -691,10 +696,7 @@ impl Watch {
     fn new(path: &Path) -> Option<Watch> {
         use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
         let name = path.file_name()?.to_owned();
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
+        let dir = dir_of(path);
         let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK).ok()?;
         let events = WatchFlags::MOVED_FROM
             | WatchFlags::MOVED_TO
