@@ -95,7 +95,7 @@ pub fn parse(bytes: &[u8]) -> Result<Value, serde_json::Error> {
 /// The fast parser alone: `None` whenever it leaves the body to `serde_json`.
 fn fast(bytes: &[u8]) -> Option<Value> {
     let text = std::str::from_utf8(bytes).ok()?;
-    Some(Tape::parse(text, MAX_DEPTH)?.to_value(bytes))
+    Some(Tape::parse(text, MAX_DEPTH)?.to_value(text))
 }
 
 /// A JSON body read by the fast parser and kept as its bytes and a [`Tape`] over them, so
@@ -105,6 +105,9 @@ fn fast(bytes: &[u8]) -> Option<Value> {
 #[derive(Debug, Clone)]
 pub struct Doc {
     bytes: bytes::Bytes,
+    /// The same bytes as text: a string is then sliced out of it without checking its UTF-8
+    /// again (one copy of the body instead of a check per string read).
+    text: Box<str>,
     tape: Tape,
 }
 
@@ -164,8 +167,9 @@ impl Doc {
     /// (malformed JSON among them), as [`parse`] would, or when they nest deeper than
     /// `max_depth` (the server's limit, which it then reports).
     pub fn parse(bytes: bytes::Bytes, max_depth: usize) -> Option<Doc> {
-        let tape = Tape::parse(std::str::from_utf8(&bytes).ok()?, max_depth.min(MAX_DEPTH))?;
-        Some(Doc { bytes, tape })
+        let text: Box<str> = std::str::from_utf8(&bytes).ok()?.into();
+        let tape = Tape::parse(&text, max_depth.min(MAX_DEPTH))?;
+        Some(Doc { bytes, text, tape })
     }
 
     /// The top-level value.
@@ -186,7 +190,7 @@ impl Doc {
 
     /// The document as `serde_json` reads it.
     pub fn to_value(&self) -> Value {
-        self.tape.to_value(&self.bytes)
+        self.tape.to_value(&self.text)
     }
 }
 
@@ -199,7 +203,7 @@ impl<'a> Item<'a> {
             Node::Null => Kind::Null,
             Node::Bool(b) => Kind::Bool(*b),
             Node::Number(n) => Kind::Number(n),
-            Node::Text(..) | Node::Decoded(_) => Kind::Str(self.doc.tape.str(&self.doc.bytes, self.node())),
+            Node::Text(..) | Node::Decoded(_) => Kind::Str(self.doc.tape.str(&self.doc.text, self.node())),
             Node::Array { .. } => Kind::Array,
             Node::Object { .. } => Kind::Object,
         }
@@ -240,7 +244,7 @@ impl<'a> Item<'a> {
         let (doc, tape) = (self.doc, &self.doc.tape);
         std::iter::successors(Some(self.at + 1), move |&at| Some(tape.next(at + 1)))
             .take_while(move |&at| at < end)
-            .map(move |at| (tape.nodes.get(at).map_or(&[][..], |key| tape.bytes(&doc.bytes, key)), Item { doc, at: at + 1 }))
+            .map(move |at| (tape.nodes.get(at).map_or(&[][..], |key| tape.str(&doc.text, key).as_bytes()), Item { doc, at: at + 1 }))
     }
 
     /// The elements of an array; nothing for any other value.
@@ -285,30 +289,24 @@ impl Tape {
     }
 
     /// The text of a string node; empty for any other node. `text` is what the tape was
-    /// parsed from, so a string's bytes are always whole UTF-8 (checked again here, for the
-    /// few bytes of the one string, as nothing here may be `unsafe`).
-    fn str<'t>(&'t self, text: &'t [u8], node: &Node) -> &'t str {
-        std::str::from_utf8(self.bytes(text, node)).unwrap_or_default()
-    }
-
-    /// The UTF-8 bytes of a string node; empty for any other node.
-    fn bytes<'t>(&'t self, text: &'t [u8], node: &Node) -> &'t [u8] {
+    /// parsed from, so a string's range always falls on character boundaries.
+    fn str<'t>(&'t self, text: &'t str, node: &Node) -> &'t str {
         match node {
             Node::Text(start, end) => text.get(*start..*end).unwrap_or_default(),
-            Node::Decoded(i) => self.decoded.get(*i).map_or(&[], |s| s.as_bytes()),
-            _ => &[],
+            Node::Decoded(i) => self.decoded.get(*i).map_or("", String::as_str),
+            _ => "",
         }
     }
 
     /// The tape as the `Value` `serde_json` builds from `text`.
-    fn to_value(&self, text: &[u8]) -> Value {
+    fn to_value(&self, text: &str) -> Value {
         let mut at = 0;
         self.value_at(text, &mut at)
     }
 
     /// The value at `*at`, as `serde_json` builds it (the last of repeated keys wins); moves
     /// `*at` past it.
-    fn value_at(&self, text: &[u8], at: &mut usize) -> Value {
+    fn value_at(&self, text: &str, at: &mut usize) -> Value {
         let node = self.nodes.get(*at).unwrap_or(&Node::Null);
         *at += 1;
         match *node {
@@ -401,7 +399,7 @@ impl Parser<'_> {
                     let key = self.string(tape)?;
                     // With serde_json's `raw_value` feature (on in this crate) an object whose
                     // key is this token stands for raw JSON text; serde_json alone handles that.
-                    if tape.bytes(self.text.as_bytes(), &key) == RAW_VALUE_TOKEN.as_bytes() {
+                    if tape.str(self.text, &key) == RAW_VALUE_TOKEN {
                         return None;
                     }
                     tape.nodes.push(key);

@@ -62,7 +62,7 @@ pub struct BatchRequest {
 #[derive(Debug)]
 pub enum Evaluations {
     /// `evaluations` absent or empty: behave exactly like `/access/v1/evaluation`.
-    Single(DecisionRequest),
+    Single(Box<DecisionRequest>),
     /// A non-empty batch.
     Batch(BatchRequest),
 }
@@ -240,7 +240,7 @@ impl Evaluations {
             Some(_) => return Err(err("evaluations", Problem::WrongType("an array"))),
         };
         if items.is_empty() {
-            return DecisionRequest::from_json(Value::Object(map)).map(Evaluations::Single);
+            return DecisionRequest::from_json(Value::Object(map)).map(|r| Evaluations::Single(Box::new(r)));
         }
         if items.len() > max_items {
             return Err(err(

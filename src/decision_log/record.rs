@@ -201,8 +201,45 @@ pub fn timestamp(at: SystemTime) -> String {
 
 /// `at` as RFC 3339 with milliseconds and `Z`, e.g. `2026-11-26T07:12:56.368Z`: what
 /// `to_rfc3339_opts(SecondsFormat::Millis, true)` writes, without the formatting machinery
-/// (it runs once per decision).
+/// (it runs once per decision). The text up to the second is kept per thread: within one
+/// second only the milliseconds change, and working out the calendar date is most of the cost.
 pub fn rfc3339_millis(at: &DateTime<Utc>) -> String {
+    use std::cell::Cell;
+    thread_local! {
+        /// The last second formatted on this thread, and its `YYYY-MM-DDTHH:MM:SS.` text.
+        static SECOND: Cell<(i64, [u8; 20])> = const { Cell::new((i64::MIN, [0; 20])) };
+    }
+    let (second, millis) = (at.timestamp(), at.timestamp_subsec_millis());
+    // A leap second (nanoseconds past 1e9) is left to the full formatting below.
+    if millis < 1000
+        && let (cached, prefix) = SECOND.get()
+        && cached == second
+    {
+        return with_millis(prefix, millis);
+    }
+    let text = format_rfc3339_millis(at);
+    // Only the four-digit years have the fixed layout the cache assumes.
+    if millis < 1000
+        && text.len() == 24
+        && let Some(prefix) = text.as_bytes().get(..20).and_then(|p| <[u8; 20]>::try_from(p).ok())
+    {
+        SECOND.set((second, prefix));
+    }
+    text
+}
+
+/// `prefix` (`YYYY-MM-DDTHH:MM:SS.`) followed by `millis` (below 1000) and `Z`.
+fn with_millis(prefix: [u8; 20], millis: u32) -> String {
+    let mut text = [0u8; 24];
+    let (head, tail) = text.split_at_mut(20);
+    head.copy_from_slice(&prefix);
+    tail.copy_from_slice(&[b'0' + (millis / 100) as u8, b'0' + (millis / 10 % 10) as u8, b'0' + (millis % 10) as u8, b'Z']);
+    // All ASCII: never the empty fallback.
+    std::str::from_utf8(&text).unwrap_or_default().to_owned()
+}
+
+/// [`rfc3339_millis`] worked out from the date and time fields.
+fn format_rfc3339_millis(at: &DateTime<Utc>) -> String {
     use chrono::{Datelike as _, Timelike as _};
     let year = at.year();
     let Ok(year) = u32::try_from(year) else {
@@ -445,6 +482,26 @@ mod tests {
         let leap = chrono::NaiveDate::from_ymd_opt(2016, 12, 31).unwrap().and_hms_milli_opt(23, 59, 59, 1_500).unwrap();
         times.push(leap.and_utc());
         times.push(Utc.with_ymd_and_hms(12_345, 1, 1, 0, 0, 0).unwrap());
+        for at in times {
+            assert_eq!(rfc3339_millis(&at), at.to_rfc3339_opts(SecondsFormat::Millis, true), "{at:?}");
+        }
+    }
+
+    /// The per-thread text of the last second is used only within that second: every
+    /// millisecond of a second, the seconds around it, a leap second after its second was
+    /// cached, and a year the cache cannot hold, each read as chrono writes them.
+    #[test]
+    fn cached_seconds_match_chrono() {
+        use chrono::TimeZone as _;
+        let base = Utc.with_ymd_and_hms(2016, 12, 31, 23, 59, 59).unwrap();
+        let mut times: Vec<DateTime<Utc>> = (0..1000).map(|ms| base + chrono::Duration::milliseconds(ms)).collect();
+        times.push(chrono::NaiveDate::from_ymd_opt(2016, 12, 31).unwrap().and_hms_milli_opt(23, 59, 59, 1_250).unwrap().and_utc());
+        times.push(base + chrono::Duration::milliseconds(999));
+        times.push(base + chrono::Duration::seconds(1));
+        times.push(base - chrono::Duration::milliseconds(1));
+        times.push(Utc.with_ymd_and_hms(12_345, 1, 1, 0, 0, 0).unwrap());
+        times.push(Utc.with_ymd_and_hms(12_345, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::milliseconds(7));
+        times.push(base + chrono::Duration::milliseconds(3));
         for at in times {
             assert_eq!(rfc3339_millis(&at), at.to_rfc3339_opts(SecondsFormat::Millis, true), "{at:?}");
         }

@@ -126,7 +126,7 @@ impl Api {
                 let body = self.read_json(req).await?;
                 match Evaluations::from_json(body, self.limits.max_batch_items)? {
                     Evaluations::Single(request) => {
-                        let served = self.engine.evaluate(request, meta).await?;
+                        let served = self.engine.evaluate(*request, meta).await?;
                         Ok(respond::evaluation(&served))
                     }
                     Evaluations::Batch(batch) => {
