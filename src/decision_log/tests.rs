@@ -636,6 +636,10 @@ async fn full_queue_fails_after_the_enqueue_timeout() {
         ..config(&dir)
     };
     let log = DecisionLog::spawn(config).unwrap();
+    // If an assertion below fails while the writer is blocked, the runtime could not shut
+    // down (it waits for the blocked worker): drain the pipe then, so the test fails instead
+    // of hanging.
+    let mut unblock = DrainOnPanic(Some(path.clone()));
     let mut big = Record::for_test("big");
     big.request = serde_json::json!({ "padding": "x".repeat(256 * 1024) }).into();
     let stuck = tokio::spawn({
@@ -643,7 +647,8 @@ async fn full_queue_fails_after_the_enqueue_timeout() {
         async move { log.record(big).await }
     });
     // Let the writer take the big record and block in `write`.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!stuck.is_finished(), "the big record was written into a pipe nobody reads");
     let queued: Vec<_> = (0..2)
         .map(|i| {
             let log = log.clone();
@@ -652,7 +657,9 @@ async fn full_queue_fails_after_the_enqueue_timeout() {
         .collect();
     tokio::time::sleep(Duration::from_millis(50)).await;
 
-    let result = log.record(Record::for_test("late")).await;
+    let result = tokio::time::timeout(Duration::from_secs(10), log.record(Record::for_test("late")))
+        .await
+        .expect("a full queue fails after the enqueue timeout, it does not wait for the writer");
     assert!(
         matches!(result, Err(Error::QueueFull { waited }) if waited == Duration::from_millis(50)),
         "{result:?}"
@@ -661,6 +668,7 @@ async fn full_queue_fails_after_the_enqueue_timeout() {
 
     // Drain the pipe: everything that was queued is written, then `close` ends the writer
     // and with it the last write end, so the reader sees end of file.
+    unblock.0 = None;
     let reader = std::thread::spawn(move || {
         let mut all = Vec::new();
         fs::File::open(&path)
@@ -678,6 +686,26 @@ async fn full_queue_fails_after_the_enqueue_timeout() {
         .await
         .unwrap();
     assert_eq!(all.iter().filter(|&&b| b == b'\n').count(), 3);
+}
+
+/// Reads the FIFO at its path to the end, on a thread of its own, when dropped while the test
+/// panics (see `full_queue_fails_after_the_enqueue_timeout`). It opens the FIFO here, before
+/// the temporary directory holding it is removed; the log holds a write end, so the open does
+/// not wait.
+#[cfg(target_os = "linux")]
+struct DrainOnPanic(Option<std::path::PathBuf>);
+
+#[cfg(target_os = "linux")]
+impl Drop for DrainOnPanic {
+    fn drop(&mut self) {
+        use std::io::Read;
+        if let Some(path) = self.0.take()
+            && std::thread::panicking()
+            && let Ok(mut fifo) = fs::File::open(path)
+        {
+            std::thread::spawn(move || fifo.read_to_end(&mut Vec::new()));
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
