@@ -43,8 +43,8 @@ pub struct Functions {
 /// the number of users; it dies with its snapshot.
 #[derive(Default)]
 struct Memo {
-    json: parking_lot::RwLock<HashMap<Str, Arc<serde_json::Value>>>,
-    cel: parking_lot::RwLock<HashMap<Str, Value>>,
+    json: parking_lot::RwLock<HashMap<Str, Arc<serde_json::Value>, foldhash::fast::RandomState>>,
+    cel: parking_lot::RwLock<HashMap<Str, Value, foldhash::fast::RandomState>>,
 }
 
 impl std::fmt::Debug for Functions {

@@ -27,13 +27,17 @@
 
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 
 use super::Error;
 use super::snapshot::{
     Account, App, Counts, Entitlement, Grant, Group, LoadReport, Snapshot, Str, User,
 };
+
+/// The index's maps hash with foldhash: their keys come from the snapshot, and a decision
+/// looks a subject up in them, where SipHash cost about 160 instructions per lookup.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The identity data of one snapshot with its lookup tables; immutable once built.
 ///
@@ -655,7 +659,7 @@ fn id_map<'a, I: Dense>(
     collection: &'static str,
     ids: impl ExactSizeIterator<Item = &'a Str>,
 ) -> Result<HashMap<Str, I>, Error> {
-    let mut map = HashMap::with_capacity(ids.len());
+    let mut map = HashMap::with_capacity_and_hasher(ids.len(), Default::default());
     for (index, id) in ids.enumerate() {
         match map.entry(id.clone()) {
             Entry::Occupied(first) => {
@@ -683,8 +687,8 @@ fn user_tables(
     taken: &mut Taken,
     report: &mut LoadReport,
 ) -> UserTables {
-    let mut by_email: HashMap<Str, UserIdx> = HashMap::with_capacity(users.len());
-    let mut by_username: HashMap<Str, UserIdx> = HashMap::with_capacity(users.len());
+    let mut by_email: HashMap<Str, UserIdx> = HashMap::with_capacity_and_hasher(users.len(), Default::default());
+    let mut by_username: HashMap<Str, UserIdx> = HashMap::with_capacity_and_hasher(users.len(), Default::default());
     let mut manager = Vec::with_capacity(users.len());
     let mut reports = Vec::new();
     for (i, user) in users.iter().enumerate() {
@@ -802,7 +806,7 @@ fn group_tables(
     groups_by_id: &HashMap<Str, GroupIdx>,
     report: &mut LoadReport,
 ) -> GroupTables {
-    let mut by_name: HashMap<Str, Vec<GroupIdx>> = HashMap::with_capacity(groups.len());
+    let mut by_name: HashMap<Str, Vec<GroupIdx>> = HashMap::with_capacity_and_hasher(groups.len(), Default::default());
     let mut direct: Vec<(u32, GroupIdx)> = Vec::new();
     let mut children: Vec<(u32, GroupIdx)> = Vec::new();
     for (i, group) in groups.iter().enumerate() {
@@ -930,7 +934,7 @@ fn entitlement_tables(
     report: &mut LoadReport,
 ) -> EntitlementTables {
     let mut by_slug: Vec<HashMap<Str, EntitlementIdx>> =
-        (0..app_count).map(|_| HashMap::new()).collect();
+        (0..app_count).map(|_| HashMap::default()).collect();
     let mut pairs = Vec::with_capacity(entitlements.len());
     for (i, entitlement) in entitlements.iter().enumerate() {
         let e = EntitlementIdx::new(pos(i));

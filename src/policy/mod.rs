@@ -19,6 +19,9 @@ use std::sync::Arc;
 use crate::cel;
 use yaml::Node;
 
+/// Maps looked up on every decision (keys from policy files): foldhash, not SipHash.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 pub use yaml::SyntaxError;
 
 /// Suffixes of test-case files kept beside policies; the policy loader skips them.
@@ -28,9 +31,10 @@ pub const TEST_SUFFIXES: &[&str] = &["_test.yaml", "_test.yml", ".test.yaml", ".
 #[derive(Debug, Default)]
 pub struct Set {
     policies: Vec<Policy>,
-    exact: HashMap<Box<str>, HashMap<Box<str>, usize>>,
-    by_action: HashMap<Box<str>, usize>,
-    by_type: HashMap<Box<str>, usize>,
+    // foldhash: looked up twice per decision, with keys from policy files.
+    exact: FastMap<Box<str>, FastMap<Box<str>, usize>>,
+    by_action: FastMap<Box<str>, usize>,
+    by_type: FastMap<Box<str>, usize>,
     catch_all: Option<usize>,
 }
 
