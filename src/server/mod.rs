@@ -19,12 +19,16 @@ mod tls;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
@@ -84,7 +88,9 @@ pub async fn serve<H: Handler>(
     let builder = Arc::new(builder);
     // Permits are held by connection tasks and returned when the connection closes.
     let permits = Arc::new(Semaphore::new(settings.max_connections));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Every connection task holds a receiver: `send` tells them to drain, and `closed` says
+    // they all ended.
+    let (drain_tx, drain_rx) = watch::channel(());
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -108,7 +114,7 @@ pub async fn serve<H: Handler>(
         let metrics = metrics.clone();
         let tls = tls.clone();
         let header_timeout = settings.header_read_timeout;
-        let watcher = graceful.watcher();
+        let drain = drain_rx.clone();
         tokio::spawn(async move {
             let _permit = permit;
             if let Some(m) = &metrics {
@@ -130,12 +136,12 @@ pub async fn serve<H: Handler>(
             let result = match tls {
                 None => {
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    activity.close_when_idle(watcher.watch(conn.into_owned()), header_timeout, peer).await
+                    activity.close_when_idle(conn.into_owned(), drain, header_timeout, peer).await
                 }
                 Some(acceptor) => match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(tls_stream)) => {
                         let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
-                        activity.close_when_idle(watcher.watch(conn.into_owned()), header_timeout, peer).await
+                        activity.close_when_idle(conn.into_owned(), drain, header_timeout, peer).await
                     }
                     Ok(Err(e)) => {
                         tracing::debug!(error = %e, %peer, "TLS handshake failed");
@@ -156,8 +162,10 @@ pub async fn serve<H: Handler>(
         });
     }
     drop(listener);
+    drop(drain_rx);
+    drain_tx.send_replace(());
     tokio::select! {
-        () = graceful.shutdown() => {
+        () = drain_tx.closed() => {
             tracing::info!("all connections drained");
             true
         }
@@ -222,11 +230,16 @@ impl Activity {
         (idle < timeout).then(|| now + (timeout - idle))
     }
 
-    /// Drives `conn` until it ends, or closes it (by dropping it) once [`Activity`]'s rule says so.
-    async fn close_when_idle<F, E>(&self, conn: F, timeout: Duration, peer: SocketAddr) -> Result<(), E>
-    where
-        F: Future<Output = Result<(), E>>,
-    {
+    /// Drives `conn` until it ends, or closes it (by dropping it) once [`Activity`]'s rule says
+    /// so. When `drain` changes (or its sender is gone), `conn` is told to finish what is in
+    /// flight and close (`graceful_shutdown`).
+    async fn close_when_idle<C: GracefulConnection>(
+        &self,
+        conn: C,
+        mut drain: watch::Receiver<()>,
+        timeout: Duration,
+        peer: SocketAddr,
+    ) -> Result<(), C::Error> {
         let watchdog = async {
             let mut at = tokio::time::Instant::now() + timeout;
             loop {
@@ -237,14 +250,92 @@ impl Activity {
                 }
             }
         };
-        tokio::select! {
-            biased;
-            result = conn => result,
-            () = watchdog => {
-                tracing::debug!(%peer, timeout_ms = timeout.as_millis(), "no request within the header timeout; closing the connection");
-                Ok(())
+        let mut conn = std::pin::pin!(conn);
+        // Both wait for rare events; `select!` alone would poll them on every wake of this
+        // task, several per request.
+        let drained = std::pin::pin!(drain.changed());
+        let mut drained = Quiet::new(drained);
+        let watchdog = std::pin::pin!(watchdog);
+        let mut watchdog = Quiet::new(watchdog);
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                biased;
+                result = conn.as_mut() => return result,
+                _ = &mut drained, if !draining => {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                () = &mut watchdog => {
+                    tracing::debug!(%peer, timeout_ms = timeout.as_millis(), "no request within the header timeout; closing the connection");
+                    return Ok(());
+                }
             }
         }
+    }
+}
+
+/// Polls `inner` only once it has been woken through its own waker (and on the first poll),
+/// not on every wake of the task that polls it.
+///
+/// For a future that waits for something rare (a timer, a shutdown signal) beside a busy one
+/// in a `select!`, which polls every branch whenever the task wakes: a connection task wakes
+/// several times per request, and each poll of tokio's `Sleep` and `watch::Receiver::changed`
+/// costs atomics, the latter on a lock shared by every connection.
+struct Quiet<F> {
+    inner: F,
+    signal: Arc<QuietSignal>,
+    /// The task waker last registered in `signal`, so that an unchanged one is not
+    /// registered again (two atomic read-modify-writes on every poll).
+    registered: Option<Waker>,
+}
+
+/// Whether [`Quiet`]'s inner future was woken, and the task to wake then.
+struct QuietSignal {
+    woken: AtomicBool,
+    task: atomic_waker::AtomicWaker,
+}
+
+// === impl Quiet ===
+
+impl<F> Quiet<F> {
+    fn new(inner: F) -> Quiet<F> {
+        let signal = QuietSignal { woken: AtomicBool::new(true), task: atomic_waker::AtomicWaker::new() };
+        Quiet { inner, signal: Arc::new(signal), registered: None }
+    }
+}
+
+impl<F: Future + Unpin> Future for Quiet<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // The waker is registered before the flag is read, so a wake after this point wakes
+        // this task again. `signal` loses its waker only when woken, which sets the flag
+        // first: while the flag is clear, the last waker registered is still there.
+        if !self.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.signal.task.register(cx.waker());
+            self.registered = Some(cx.waker().clone());
+        }
+        if !self.signal.woken.load(Ordering::Acquire) {
+            return Poll::Pending;
+        }
+        self.signal.woken.store(false, Ordering::Release);
+        // The wake took the waker: register it again before looking at `inner`, so that a
+        // wake during the poll below is not lost.
+        self.signal.task.register(cx.waker());
+        let waker = Waker::from(Arc::clone(&self.signal));
+        Pin::new(&mut self.inner).poll(&mut Context::from_waker(&waker))
+    }
+}
+
+impl Wake for QuietSignal {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
     }
 }
 
@@ -264,4 +355,74 @@ impl Drop for Busy {
 /// The base URL a listener is reachable at, for the AuthZEN metadata.
 pub fn base_url(addr: SocketAddr, tls: bool) -> String {
     format!("{}://{addr}", if tls { "https" } else { "http" })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    /// A future that counts its polls, keeps the last waker, and is ready once told so.
+    #[derive(Default)]
+    struct Counting {
+        polls: usize,
+        waker: Option<Waker>,
+        ready: bool,
+    }
+
+    impl Future for Counting {
+        type Output = ();
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            self.polls += 1;
+            self.waker = Some(cx.waker().clone());
+            if self.ready { Poll::Ready(()) } else { Poll::Pending }
+        }
+    }
+
+    /// `Quiet` polls its future on the first poll and then only after the future's own waker
+    /// was woken, however often the task around it is polled.
+    #[test]
+    fn quiet_polls_its_future_only_when_woken() {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut quiet = Quiet::new(Counting::default());
+        for _ in 0..5 {
+            assert!(Pin::new(&mut quiet).poll(&mut cx).is_pending());
+        }
+        assert_eq!(quiet.inner.polls, 1);
+        quiet.inner.waker.take().unwrap().wake();
+        assert!(Pin::new(&mut quiet).poll(&mut cx).is_pending());
+        assert!(Pin::new(&mut quiet).poll(&mut cx).is_pending());
+        assert_eq!(quiet.inner.polls, 2);
+        quiet.inner.ready = true;
+        quiet.inner.waker.take().unwrap().wake_by_ref();
+        assert!(Pin::new(&mut quiet).poll(&mut cx).is_ready());
+        assert_eq!(quiet.inner.polls, 3);
+    }
+
+    /// A wake of the inner future wakes the task that polled `Quiet`, every time.
+    #[test]
+    fn quiet_wakes_the_task_when_its_future_is_woken() {
+        struct Flag(AtomicBool);
+        impl Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let task = Waker::from(Arc::clone(&flag));
+        let mut quiet = Quiet::new(Counting::default());
+        assert!(Pin::new(&mut quiet).poll(&mut Context::from_waker(&task)).is_pending());
+        assert!(!flag.0.load(Ordering::SeqCst));
+        quiet.inner.waker.take().unwrap().wake();
+        assert!(flag.0.load(Ordering::SeqCst));
+        // The wake used up the registration; the next poll registers again, so the next
+        // wake reaches the task too.
+        flag.0.store(false, Ordering::SeqCst);
+        assert!(Pin::new(&mut quiet).poll(&mut Context::from_waker(&task)).is_pending());
+        assert!(Pin::new(&mut quiet).poll(&mut Context::from_waker(&task)).is_pending());
+        assert!(!flag.0.load(Ordering::SeqCst));
+        quiet.inner.waker.take().unwrap().wake();
+        assert!(flag.0.load(Ordering::SeqCst));
+    }
 }

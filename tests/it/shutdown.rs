@@ -27,6 +27,9 @@ fn sigterm_drains_in_flight_requests() {
     c.send_raw(rest).unwrap();
     let resp = c.read_response().unwrap();
     assert_eq!(resp.status, 200);
+    // The connection was told to drain: it closes after this response instead of waiting
+    // idle for the next request.
+    assert_eq!(resp.header("connection"), Some("close"), "a draining connection must close after its response");
     let id = resp.header("x-decision-id").unwrap().to_owned();
     let status = server.wait();
     assert!(status.success(), "exit status {status:?}\n{}", server.stderr());
