@@ -18,8 +18,10 @@
 //! `server/` or hyper, or stand in for operational logging: `tracing` here reports only the
 //! writer's own trouble.
 
+use std::future::Future;
 use std::io;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -251,44 +253,40 @@ impl DecisionLog {
 
     /// Logs `record` and returns once its group is written (and fsynced, if configured).
     ///
-    /// Only after `Ok` may the decision be answered. If the future is dropped after the record
-    /// was queued, the record is still written: a logged but unanswered decision is harmless,
-    /// the reverse is not. Needs a tokio runtime with time enabled (for the enqueue timeout).
-    pub async fn record(&self, record: Record) -> Result<(), Error> {
-        self.record_with(record, true).await
+    /// Only after `Ok` may the decision be answered. The record is queued when this is
+    /// called, not when the future is first polled; if the future is dropped, the record is
+    /// still written: a logged but unanswered decision is harmless, the reverse is not. Needs
+    /// a tokio runtime with time enabled (for the enqueue timeout).
+    pub fn record(&self, record: Record) -> impl Future<Output = Result<(), Error>> + Send + '_ {
+        self.enqueue(record, true).wait()
     }
 
-    /// [`DecisionLog::record`]; `company` says whether other records may be on their way.
-    async fn record_with(&self, record: Record, company: bool) -> Result<(), Error> {
+    /// Hands `record` to the writer now; `company` says whether other records may be on
+    /// their way (see [`DecisionLog::arrive`]).
+    ///
+    /// Not async, so that no future holds the record (about 400 bytes): it moves once, into
+    /// its group or onto the queue, and the futures of every request stay small to build
+    /// and move.
+    fn enqueue(&self, record: Record, company: bool) -> Queued<'_> {
         let shared = &*self.shared;
         if shared.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
+            return Queued::Failed(Error::Closed);
         }
         if let Some(inline) = &shared.inline {
-            return record_inline(shared, inline, record, company).await;
+            return match inline.push(record) {
+                Ok(written) => Queued::Waiting { written, group: Some((DrainOnDrop(inline), company)) },
+                Err(sink::Refused::Closed) => Queued::Failed(Error::Closed),
+                Err(sink::Refused::Full(record)) => Queued::Full(Box::pin(push_when_room(shared, inline, record, company))),
+            };
         }
-        let Some(queue) = &shared.queue else { return Err(Error::Closed) };
+        let Some(queue) = &shared.queue else { return Queued::Failed(Error::Closed) };
         let (done, written) = oneshot::channel();
-        let job = sink::Job::Record { record, done };
         // The fast path avoids arming a timer when there is room.
-        match queue.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Closed(_)) => return Err(Error::Closed),
-            Err(TrySendError::Full(job)) => {
-                match queue.send_timeout(job, shared.enqueue_timeout).await {
-                    Ok(()) => {}
-                    Err(SendTimeoutError::Closed(_)) => return Err(Error::Closed),
-                    Err(SendTimeoutError::Timeout(_)) => {
-                        shared.counters.count_queue_full();
-                        return Err(Error::QueueFull {
-                            waited: shared.enqueue_timeout,
-                        });
-                    }
-                }
-            }
+        match queue.try_send(sink::Job::Record { record, done }) {
+            Ok(()) => Queued::Waiting { written, group: None },
+            Err(TrySendError::Closed(_)) => Queued::Failed(Error::Closed),
+            Err(TrySendError::Full(job)) => Queued::Full(Box::pin(send_when_room(shared, queue, job, written))),
         }
-        // A dropped reply means the writer went away without answering this record.
-        written.await.unwrap_or(Err(Error::Closed))
     }
 
     /// Writes everything already queued, fsyncs once and stops the writer thread.
@@ -332,12 +330,18 @@ impl DecisionLog {
 
 // === impl Arrival ===
 
-impl Arrival<'_> {
+impl<'a> Arrival<'a> {
     /// [`DecisionLog::record`], waiting for others to join the group only when some may come
     /// (see [`DecisionLog::arrive`]).
-    pub async fn record(self, record: Record) -> Result<(), Error> {
+    pub fn record(self, record: Record) -> impl Future<Output = Result<(), Error>> + Send + 'a {
         let company = self.log.shared.arriving.load(Ordering::Relaxed) > 1;
-        self.log.record_with(record, company).await
+        let queued = self.log.enqueue(record, company);
+        async move {
+            let written = queued.wait().await;
+            // Counted until here: the record is written.
+            drop(self);
+            written
+        }
     }
 }
 
@@ -347,41 +351,85 @@ impl Drop for Arrival<'_> {
     }
 }
 
-/// [`DecisionLog::record`] with inline group commit: queue, write what is queued if the
-/// writer is free, wait for the answer. A full queue is retried every millisecond until the
-/// enqueue timeout. With `company`, the record first waits one scheduler turn (see
-/// [`DecisionLog::arrive`]).
-async fn record_inline(shared: &Shared, inline: &Arc<sink::Inline>, record: Record, company: bool) -> Result<(), Error> {
+/// A record handed to the writer by [`DecisionLog::enqueue`].
+enum Queued<'a> {
+    /// In the pending group (inline, with the guard that drains it and whether company may
+    /// come) or on the writer thread's queue: its answer comes on `written`.
+    Waiting {
+        written: oneshot::Receiver<Result<(), Error>>,
+        group: Option<(DrainOnDrop<'a>, bool)>,
+    },
+    /// The queue was full: waiting for room, then for the answer. Rare, so boxed, which
+    /// keeps the common case small.
+    Full(Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 'a>>),
+    /// Refused at once.
+    Failed(Error),
+}
+
+impl Queued<'_> {
+    /// Waits until the record is written (see [`DecisionLog::record`]).
+    async fn wait(self) -> Result<(), Error> {
+        match self {
+            Queued::Waiting { written, group } => {
+                if let Some((drain, company)) = group {
+                    // Let the other requests this worker has ready reach this point first,
+                    // so one `write` carries all of them: without it, groups under load
+                    // averaged 1.4 records. `drain` writes the group when dropped: after the
+                    // yield, or if this future is dropped before or during it (the record is
+                    // queued and must not wait for the next request to be written).
+                    if company || drain.0.has_company() {
+                        tokio::task::yield_now().await;
+                    }
+                    drop(drain);
+                }
+                // A dropped reply means the writer went away without answering this record.
+                written.await.unwrap_or(Err(Error::Closed))
+            }
+            Queued::Full(waiting) => waiting.await,
+            Queued::Failed(e) => Err(e),
+        }
+    }
+}
+
+/// Inline group commit with a full group: retries every millisecond until the enqueue
+/// timeout, then waits as [`Queued::wait`] does.
+async fn push_when_room(shared: &Shared, inline: &Arc<sink::Inline>, record: Box<Record>, company: bool) -> Result<(), Error> {
     let mut record = record;
-    let mut deadline = None;
+    let until = tokio::time::Instant::now() + shared.enqueue_timeout;
     let written = loop {
-        match inline.push(record) {
+        // Whoever holds the writer may be stuck; try to help, then wait a little.
+        inline.drain();
+        let now = tokio::time::Instant::now();
+        if now >= until {
+            shared.counters.count_queue_full();
+            return Err(Error::QueueFull { waited: shared.enqueue_timeout });
+        }
+        tokio::time::sleep(Duration::from_millis(1).min(until - now)).await;
+        match inline.push(*record) {
             Ok(written) => break written,
             Err(sink::Refused::Closed) => return Err(Error::Closed),
-            Err(sink::Refused::Full(back)) => {
-                record = *back;
-                let now = tokio::time::Instant::now();
-                let until = *deadline.get_or_insert(now + shared.enqueue_timeout);
-                if now >= until {
-                    shared.counters.count_queue_full();
-                    return Err(Error::QueueFull { waited: shared.enqueue_timeout });
-                }
-                // Whoever holds the writer may be stuck; try to help, then wait a little.
-                inline.drain();
-                tokio::time::sleep(Duration::from_millis(1).min(until - now)).await;
-            }
+            Err(sink::Refused::Full(back)) => record = back,
         }
     };
-    // Drains when dropped: after the yield below, or if this future is dropped during it
-    // (the record is queued and must not wait for the next request to be written).
-    let drain = DrainOnDrop(inline);
-    // Let the other requests this worker has ready reach this point first, so one `write`
-    // carries all of them: without it, groups under load averaged 1.4 records.
-    if company || inline.has_company() {
-        tokio::task::yield_now().await;
+    Queued::Waiting { written, group: Some((DrainOnDrop(inline), company)) }.wait().await
+}
+
+/// The writer thread's queue was full: waits up to the enqueue timeout for room, then for
+/// the answer.
+async fn send_when_room(
+    shared: &Shared,
+    queue: &mpsc::Sender<sink::Job>,
+    job: sink::Job,
+    written: oneshot::Receiver<Result<(), Error>>,
+) -> Result<(), Error> {
+    match queue.send_timeout(job, shared.enqueue_timeout).await {
+        Ok(()) => written.await.unwrap_or(Err(Error::Closed)),
+        Err(SendTimeoutError::Closed(_)) => Err(Error::Closed),
+        Err(SendTimeoutError::Timeout(_)) => {
+            shared.counters.count_queue_full();
+            Err(Error::QueueFull { waited: shared.enqueue_timeout })
+        }
     }
-    drop(drain);
-    written.await.unwrap_or(Err(Error::Closed))
 }
 
 /// Runs [`sink::Inline::drain`] when dropped.

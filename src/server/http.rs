@@ -101,7 +101,9 @@ impl Api {
             Route::Search(kind) => {
                 let body = self.read_json(req).await?;
                 let request = SearchRequest::from_json(kind, body)?;
-                let (body, id) = self.engine.search(request, meta).await?;
+                // Boxed: a search's future is the largest of the routes, and held inline it
+                // would make every request's future as large, to build and move each time.
+                let (body, id) = Box::pin(self.engine.search(request, meta)).await?;
                 let mut resp = respond::json(StatusCode::OK, &body);
                 if let Ok(v) = HeaderValue::from_str(&id) {
                     resp.headers_mut().insert("x-decision-id", v);
@@ -131,7 +133,9 @@ impl Api {
                     }
                     Evaluations::Batch(batch) => {
                         let item_context = batch.item_context;
-                        let results = self.engine.evaluate_batch(batch, meta).await?;
+                        // Boxed, as the search above: the largest route futures are kept off
+                        // the path of single evaluations.
+                        let results = Box::pin(self.engine.evaluate_batch(batch, meta)).await?;
                         Ok(respond::evaluations(&results, item_context))
                     }
                 }
