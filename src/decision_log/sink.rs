@@ -6,8 +6,10 @@
 //!
 //! The writer thread (`fsync`) must not run on a tokio worker or call async code (it blocks
 //! on the queue and on the disk). In inline mode (`write`) the combining request does the
-//! buffered `write` on its tokio worker: microseconds normally, and a disk that stalls holds
-//! that one worker (the others only queue). Neither may answer a caller before the caller's
+//! buffered `write` on its tokio worker: microseconds normally. A disk that stalls holds that
+//! worker, and can hold up the whole runtime for as long: if the other workers are parked on a
+//! condition variable rather than on the I/O and timer driver, nothing polls the driver until
+//! the write returns (seen with a FIFO nobody reads in a test). Neither may answer a caller before the caller's
 //! whole group is written.
 //!
 //! # Design

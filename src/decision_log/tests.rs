@@ -642,9 +642,16 @@ async fn full_queue_fails_after_the_enqueue_timeout() {
     let mut unblock = DrainOnPanic(Some(path.clone()));
     let mut big = Record::for_test("big");
     big.request = serde_json::json!({ "padding": "x".repeat(256 * 1024) }).into();
-    let stuck = tokio::spawn({
+    // The big record is written on a thread of its own: the combiner that takes it blocks in
+    // `write`, and on a worker of this test's runtime it could stop the runtime's timers
+    // altogether (when the other worker happens to be parked on a condition variable rather
+    // than on the driver, nothing drives the timers until the write returns).
+    let stuck = std::thread::spawn({
         let log = log.clone();
-        async move { log.record(big).await }
+        move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(log.record(big))
+        }
     });
     // Let the writer take the big record and block in `write`.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -677,7 +684,7 @@ async fn full_queue_fails_after_the_enqueue_timeout() {
             .unwrap();
         all
     });
-    stuck.await.unwrap().unwrap();
+    tokio::task::spawn_blocking(move || stuck.join().unwrap()).await.unwrap().unwrap();
     for task in queued {
         task.await.unwrap().unwrap();
     }
