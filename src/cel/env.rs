@@ -21,7 +21,6 @@
 
 use std::sync::Arc;
 
-use std::collections::HashMap;
 
 use ::cel::Value;
 
@@ -43,8 +42,8 @@ pub struct Functions {
 /// the number of users; it dies with its snapshot.
 #[derive(Default)]
 struct Memo {
-    json: parking_lot::RwLock<HashMap<Str, Arc<serde_json::Value>, foldhash::fast::RandomState>>,
-    cel: parking_lot::RwLock<HashMap<Str, Value, foldhash::fast::RandomState>>,
+    json: parking_lot::RwLock<crate::FastMap<Str, Arc<serde_json::Value>>>,
+    cel: parking_lot::RwLock<crate::FastMap<Str, Value>>,
 }
 
 impl std::fmt::Debug for Functions {

@@ -35,9 +35,8 @@ use super::snapshot::{
     Account, App, Counts, Entitlement, Grant, Group, LoadReport, Snapshot, Str, User,
 };
 
-/// The index's maps hash with foldhash: their keys come from the snapshot, and a decision
-/// looks a subject up in them, where SipHash cost about 160 instructions per lookup.
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// The index's maps are looked up on every decision (see [`crate::FastMap`]).
+type HashMap<K, V> = crate::FastMap<K, V>;
 
 /// The identity data of one snapshot with its lookup tables; immutable once built.
 ///

@@ -16,11 +16,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::cel;
+use crate::{FastMap, cel};
 use yaml::Node;
-
-/// Maps looked up on every decision (keys from policy files): foldhash, not SipHash.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 pub use yaml::SyntaxError;
 
@@ -31,7 +28,6 @@ pub const TEST_SUFFIXES: &[&str] = &["_test.yaml", "_test.yml", ".test.yaml", ".
 #[derive(Debug, Default)]
 pub struct Set {
     policies: Vec<Policy>,
-    // foldhash: looked up twice per decision, with keys from policy files.
     exact: FastMap<Box<str>, FastMap<Box<str>, usize>>,
     by_action: FastMap<Box<str>, usize>,
     by_type: FastMap<Box<str>, usize>,
