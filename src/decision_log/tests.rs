@@ -636,10 +636,6 @@ async fn full_queue_fails_after_the_enqueue_timeout() {
         ..config(&dir)
     };
     let log = DecisionLog::spawn(config).unwrap();
-    // If an assertion below fails while the writer is blocked, the runtime could not shut
-    // down (it waits for the blocked worker): drain the pipe then, so the test fails instead
-    // of hanging.
-    let mut unblock = DrainOnPanic(Some(path.clone()));
     let mut big = Record::for_test("big");
     big.request = serde_json::json!({ "padding": "x".repeat(256 * 1024) }).into();
     // The big record is written on a thread of its own: the combiner that takes it blocks in
@@ -675,7 +671,6 @@ async fn full_queue_fails_after_the_enqueue_timeout() {
 
     // Drain the pipe: everything that was queued is written, then `close` ends the writer
     // and with it the last write end, so the reader sees end of file.
-    unblock.0 = None;
     let reader = std::thread::spawn(move || {
         let mut all = Vec::new();
         fs::File::open(&path)
@@ -695,25 +690,6 @@ async fn full_queue_fails_after_the_enqueue_timeout() {
     assert_eq!(all.iter().filter(|&&b| b == b'\n').count(), 3);
 }
 
-/// Reads the FIFO at its path to the end, on a thread of its own, when dropped while the test
-/// panics (see `full_queue_fails_after_the_enqueue_timeout`). It opens the FIFO here, before
-/// the temporary directory holding it is removed; the log holds a write end, so the open does
-/// not wait.
-#[cfg(target_os = "linux")]
-struct DrainOnPanic(Option<std::path::PathBuf>);
-
-#[cfg(target_os = "linux")]
-impl Drop for DrainOnPanic {
-    fn drop(&mut self) {
-        use std::io::Read;
-        if let Some(path) = self.0.take()
-            && std::thread::panicking()
-            && let Ok(mut fifo) = fs::File::open(path)
-        {
-            std::thread::spawn(move || fifo.read_to_end(&mut Vec::new()));
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_drains_every_accepted_record_then_refuses() {
